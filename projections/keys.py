@@ -1,0 +1,61 @@
+"""The `api_keys` projection: the current state of every key, one row per key.
+
+`apply` runs in the same transaction as the append of lifecycle events (read-your-writes); a replay
+uses the same function to rebuild the table from the log.
+"""
+
+from collections.abc import Iterable
+
+import asyncpg
+
+from events.model import ApiKeyCreated, ApiKeyRenamed, ApiKeyRevoked, account_event_decoder
+from events.stored import StoredEvent
+
+KEY_COLUMNS = "key_id, account_id, name, last4, status, created_at, revoked_at"
+
+
+async def apply(connection: asyncpg.Connection, stored_events: Iterable[StoredEvent]) -> None:
+    for stored in stored_events:
+        event = account_event_decoder.decode(stored.data)
+        match event:
+            case ApiKeyCreated():
+                await connection.execute(
+                    """INSERT INTO api_keys (key_id, account_id, name, key_digest, last4, status,
+                                             created_at, created_position, updated_position)
+                       VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)""",
+                    event.key_id,
+                    stored.account_id,
+                    event.name,
+                    bytes.fromhex(event.key_digest),
+                    event.last4,
+                    event.created_at,
+                    stored.position,
+                )
+            case ApiKeyRenamed():
+                await connection.execute(
+                    "UPDATE api_keys SET name = $2, updated_position = $3 WHERE key_id = $1",
+                    event.key_id,
+                    event.name,
+                    stored.position,
+                )
+            case ApiKeyRevoked():
+                await connection.execute(
+                    """UPDATE api_keys SET status = 'revoked', revoked_at = $2, updated_position = $3
+                       WHERE key_id = $1""",
+                    event.key_id,
+                    event.revoked_at,
+                    stored.position,
+                )
+
+
+async def list_keys(connection: asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:
+    return await connection.fetch(
+        f"SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY created_position DESC",
+        account_id,
+    )
+
+
+async def get_key(connection: asyncpg.Connection, account_id: str, key_id: str) -> asyncpg.Record | None:
+    return await connection.fetchrow(
+        f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1 AND account_id = $2", key_id, account_id
+    )

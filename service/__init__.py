@@ -1,0 +1,1 @@
+"""The shell around the domain: configuration, HTTP, authentication, storage and the CLI."""

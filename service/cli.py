@@ -1,0 +1,110 @@
+"""The `keyledger` command: serve, migrate, token."""
+
+import argparse
+import os
+import asyncio
+import logging
+import sys
+from contextlib import ExitStack
+from dataclasses import replace
+
+from aiohttp import web
+
+from service import migrations
+from service.app import create_app
+from service.auth import issue_token
+from service.config import Settings, from_environment
+from service.embedded import embedded_postgres
+
+DEMO_ACCOUNT = "acct_demo"
+
+
+def _resolve_database(settings: Settings, stack: ExitStack) -> Settings:
+    if settings.database_url:
+        return settings
+    print(f"Starting the embedded PostgreSQL in {settings.data_dir.resolve()} …", flush=True)
+    return replace(settings, database_url=stack.enter_context(embedded_postgres(settings.data_dir)))
+
+
+def _banner(settings: Settings, service_token_generated: bool) -> str:
+    base = f"http://{settings.host}:{settings.port}/api/v1/accounts/user/api-keys"
+    lines = [f"keyledger listens on http://{settings.host}:{settings.port}"]
+    if service_token_generated:
+        lines += ["", "Service token (set KEYLEDGER_SERVICE_TOKEN to choose one):", f"  {settings.service_token}"]
+    if settings.development:
+        token = issue_token(settings.jwt_secret, DEMO_ACCOUNT, ttl_seconds=7 * 86400)
+        lines += [
+            "",
+            f"Development JWT for the demo account {DEMO_ACCOUNT} (valid 7 days, random secret: set",
+            "KEYLEDGER_JWT_SECRET or KEYLEDGER_JWT_PUBLIC_KEY to use your account system's tokens):",
+            "",
+            f"  export TOKEN={token}",
+            "",
+            "Try it:",
+            f"  curl -s -X POST {base}/create/ -H \"Authorization: Bearer $TOKEN\" \\",
+            "       -H 'Content-Type: application/json' -d '{\"name\": \"Local dev\"}'",
+            f"  curl -s {base}/ -H \"Authorization: Bearer $TOKEN\"",
+            "  export KEY_ID=key_…   # the id from the create answer",
+            f"  curl -s {base}/$KEY_ID/ -H \"Authorization: Bearer $TOKEN\"",
+            f"  curl -s -X PATCH {base}/$KEY_ID/update/ -H \"Authorization: Bearer $TOKEN\" \\",
+            "       -H 'Content-Type: application/json' -d '{\"name\": \"Production backend\"}'",
+            f"  curl -s -X POST {base}/$KEY_ID/revoke/ -H \"Authorization: Bearer $TOKEN\"",
+            f"  curl -s {base}/$KEY_ID/events/ -H \"Authorization: Bearer $TOKEN\"",
+        ]
+    return "\n".join(lines)
+
+
+def serve(args: argparse.Namespace) -> int:
+
+
+    settings = from_environment()
+    settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
+    with ExitStack() as stack:
+        settings = _resolve_database(settings, stack)
+        applied = asyncio.run(migrations.migrate(settings.database_url))
+        if applied:
+            print(f"Applied migrations: {', '.join(applied)}", flush=True)
+        print(_banner(settings, not os.environ.get("KEYLEDGER_SERVICE_TOKEN")), flush=True)
+        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    return 0
+
+
+def migrate(args: argparse.Namespace) -> int:
+    settings = from_environment()
+    with ExitStack() as stack:
+        settings = _resolve_database(settings, stack)
+        applied = asyncio.run(migrations.migrate(settings.database_url))
+    print(f"Applied: {', '.join(applied)}" if applied else "The database is up to date.")
+    return 0
+
+
+def token(args: argparse.Namespace) -> int:
+    settings = from_environment()
+    if settings.development:
+        print("Set KEYLEDGER_JWT_SECRET to the secret the service uses; tokens need it.", file=sys.stderr)
+        return 2
+    roles = args.role or None
+    print(issue_token(settings.jwt_secret, args.account, ttl_seconds=args.ttl, roles=roles))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="keyledger", description="Event-sourced API keys on PostgreSQL.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="run the HTTP service (embedded PostgreSQL by default)")
+    serve_parser.add_argument("--host", help="address to listen on (KEYLEDGER_HOST, default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port to listen on (KEYLEDGER_PORT, default 8080)")
+    serve_parser.set_defaults(run=serve)
+    commands.add_parser("migrate", help="apply pending migrations and exit").set_defaults(run=migrate)
+    token_parser = commands.add_parser("token", help="mint an HS256 JWT with KEYLEDGER_JWT_SECRET")
+    token_parser.add_argument("--account", required=True, help="the account_id claim")
+    token_parser.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    token_parser.add_argument("--role", action="append", help="a role to put in the roles claim")
+    token_parser.set_defaults(run=token)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

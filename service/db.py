@@ -1,0 +1,43 @@
+"""Connections: one asyncpg pool per process, every connection running as the service role."""
+
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+SERVICE_ROLE = "keyledger_app"
+
+
+def _jsonb_as_bytes(connection: asyncpg.Connection):
+    # jsonb travels as raw JSON bytes so msgspec decodes straight into typed structs.
+    return connection.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda value: b"\x01" + value,
+        decoder=lambda value: value[1:],
+        format="binary",
+    )
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    await _jsonb_as_bytes(connection)
+    # The service may append to and read the log, never change it: the role enforces it.
+    await connection.execute(f"SET ROLE {SERVICE_ROLE}")
+
+
+async def create_pool(database_url: str, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        database_url, min_size=1, max_size=max_size, init=_init_connection, command_timeout=30
+    )
+
+
+async def connect(database_url: str) -> asyncpg.Connection:
+    """A single connection as the service role (for listeners and tools)."""
+    connection = await asyncpg.connect(database_url)
+    await _init_connection(connection)
+    return connection
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))

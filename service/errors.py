@@ -1,0 +1,86 @@
+"""One place that turns every failure into the `{"error": {"message", "type"}}` envelope."""
+
+import logging
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from events.account import DomainError
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, type_: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.type, self.message, self.headers = status, type_, message, headers or {}
+
+
+_DOMAIN_STATUS = {
+    "key_limit_reached": (409, "key_limit_reached"),
+    "key_revoked": (409, "key_revoked"),
+    "not_found": (404, "not_found"),
+    "invalid_name": (422, "unprocessable"),
+}
+
+# Errors that mean "the database cannot be reached right now", not "the request is wrong".
+DATABASE_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None):
+    body = msgspec.json.encode({"error": {"message": message, "type": type_}})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def _from_http_exception(error: web.HTTPException, request: web.Request) -> web.Response:
+    headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+    match error.status:
+        case 404:
+            return error_response(404, "not_found", f"No endpoint at {request.path}; see /openapi.json.")
+        case 405:
+            allowed = error.headers.get("Allow", "")
+            return error_response(
+                405, "method_not_allowed", f"{request.method} is not allowed here; use {allowed}.", headers
+            )
+        case 413:
+            return error_response(
+                413, "payload_too_large", "The request body is too large; see the limits in the API docs."
+            )
+        case status if status < 500:
+            return error_response(status, "invalid_request", error.reason, headers)
+    log.error("HTTP %s raised for %s %s", error.status, request.method, request.path)
+    return error_response(500, "internal_error", "Something went wrong on our side; try again.")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error.status, error.type, error.message, error.headers)
+    except DomainError as error:
+        status, type_ = _DOMAIN_STATUS.get(error.kind, (422, "unprocessable"))
+        return error_response(status, type_, error.message)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return _from_http_exception(error, request)
+    except DATABASE_UNAVAILABLE as error:
+        log.warning("database unavailable for %s %s: %s", request.method, request.path, type(error).__name__)
+        return error_response(
+            503,
+            "service_unavailable",
+            "The service cannot reach its database right now; retry in a few seconds.",
+            {"Retry-After": "2"},
+        )
+    except Exception:
+        log.exception("unhandled error for %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "Something went wrong on our side; try again.")

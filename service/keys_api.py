@@ -1,0 +1,141 @@
+"""Management of an account's keys, at the paths of the public authentication page."""
+
+import re
+import uuid
+
+import asyncpg
+import msgspec
+from aiohttp import web
+
+from events import apikey
+from events.account import CreateKey, KeyNotFound, RenameKey, RevokeKey
+from events.model import account_event_decoder, public_fields
+from projections import keys as keys_projection
+from service import commands, eventstore
+from service.appkeys import POOL, TOKENS
+from service.auth import Principal, bearer_token
+from service.bodies import read_json
+from service.usage_view import empty_usage
+
+routes = web.RouteTableDef()
+BASE = "/api/v1/accounts/user/api-keys"
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_KEY_NOT_FOUND = "No API key with this id exists in your account."
+
+
+class KeyName(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+def json_response(payload, status: int = 200) -> web.Response:
+    return web.json_response(body=msgspec.json.encode(payload), status=status)
+
+
+def user(request: web.Request) -> Principal:
+    return request.app[TOKENS].verify(bearer_token(request, "your account's JWT"))
+
+
+def metadata(request: web.Request, principal: Principal) -> dict:
+    request_id = request.headers.get("X-Request-Id", "")
+    return {
+        "actor": principal.subject,
+        "request_id": request_id if _REQUEST_ID.match(request_id) else str(uuid.uuid4()),
+        "client": request.remote,
+    }
+
+
+def key_object(row: asyncpg.Record) -> dict:
+    return {
+        "id": row["key_id"],
+        "name": row["name"],
+        "masked_key": apikey.masked(row["last4"]),
+        "status": row["status"],
+        "created_at": row["created_at"],
+        "revoked_at": row["revoked_at"],
+        "last_used_at": None,
+        "usage": empty_usage(),
+    }
+
+
+async def _key_object(pool: asyncpg.Pool, principal: Principal, key_id: str) -> dict:
+    async with pool.acquire() as connection:
+        row = await keys_projection.get_key(connection, principal.account_id, key_id)
+    if row is None:
+        raise KeyNotFound(_KEY_NOT_FOUND)
+    return key_object(row)
+
+
+@routes.post(f"{BASE}/create/")
+async def create_key(request: web.Request) -> web.Response:
+    principal = user(request)
+    body = await read_json(request, KeyName)
+    secret = apikey.generate()
+    command = CreateKey(
+        key_id=apikey.new_key_id(), name=body.name, key_digest=apikey.digest(secret), last4=apikey.last4(secret)
+    )
+    pool = request.app[POOL]
+    await commands.execute(pool, principal.account_id, command, metadata(request, principal))
+    created = await _key_object(pool, principal, command.key_id)
+    return json_response({**created, "key": secret}, status=201)
+
+
+@routes.get(f"{BASE}/")
+async def list_keys(request: web.Request) -> web.Response:
+    principal = user(request)
+    async with request.app[POOL].acquire() as connection:
+        rows = await keys_projection.list_keys(connection, principal.account_id)
+    return json_response({"data": [key_object(row) for row in rows]})
+
+
+@routes.get(BASE + "/{key_id}/")
+async def view_key(request: web.Request) -> web.Response:
+    principal = user(request)
+    return json_response(await _key_object(request.app[POOL], principal, request.match_info["key_id"]))
+
+
+@routes.patch(BASE + "/{key_id}/update/")
+async def rename_key(request: web.Request) -> web.Response:
+    principal = user(request)
+    body = await read_json(request, KeyName)
+    key_id = request.match_info["key_id"]
+    pool = request.app[POOL]
+    await commands.execute(pool, principal.account_id, RenameKey(key_id, body.name), metadata(request, principal))
+    return json_response(await _key_object(pool, principal, key_id))
+
+
+@routes.post(BASE + "/{key_id}/revoke/")
+async def revoke_key(request: web.Request) -> web.Response:
+    principal = user(request)
+    key_id = request.match_info["key_id"]
+    pool = request.app[POOL]
+    await commands.execute(pool, principal.account_id, RevokeKey(key_id), metadata(request, principal))
+    return json_response(await _key_object(pool, principal, key_id))
+
+
+@routes.get(BASE + "/{key_id}/events/")
+async def key_history(request: web.Request) -> web.Response:
+    principal = user(request)
+    key_id = request.match_info["key_id"]
+    pool = request.app[POOL]
+    async with pool.acquire() as connection:
+        if await keys_projection.get_key(connection, principal.account_id, key_id) is None:
+            raise KeyNotFound(_KEY_NOT_FOUND)
+        stream = await eventstore.read_stream(connection, commands.stream_of(principal.account_id))
+    history = []
+    for stored in stream:
+        fields = public_fields(account_event_decoder.decode(stored.data))
+        if fields.get("key_id") != key_id:
+            continue
+        meta = msgspec.json.decode(stored.metadata)
+        history.append(
+            {
+                "position": stored.position,
+                "version": stored.version,
+                "type": stored.type,
+                "recorded_at": stored.recorded_at,
+                "actor": meta.get("actor"),
+                "request_id": meta.get("request_id"),
+                "data": fields,
+            }
+        )
+    return json_response({"data": history})

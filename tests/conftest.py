@@ -1,0 +1,103 @@
+"""A real PostgreSQL for every integration test.
+
+The server: KEYLEDGER_TEST_DATABASE_URL when set, else a testcontainers PostgreSQL when a Docker
+engine answers, else the embedded server. Each test gets a database of its own, copied from a
+template that has every migration applied.
+"""
+
+import asyncio
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from service import migrations
+from service.app import create_app
+from service.auth import issue_token
+from service.config import Settings
+from service.db import with_database
+
+JWT_SECRET = "test-secret-" + "x" * 40
+SERVICE_TOKEN = "test-service-token"
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory) -> Iterator[str]:
+    if url := os.environ.get("KEYLEDGER_TEST_DATABASE_URL"):
+        yield url
+    elif _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as container:
+            yield container.get_connection_url()
+    else:
+        from service.embedded import embedded_postgres
+
+        with embedded_postgres(Path(tmp_path_factory.mktemp("embedded"))) as url:
+            yield url
+
+
+async def _admin(server_url: str, *statements: str) -> None:
+    connection = await asyncpg.connect(server_url)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def template_database(server_url) -> Iterator[str]:
+    name = f"keyledger_template_{secrets.token_hex(4)}"
+    asyncio.run(_admin(server_url, f"CREATE DATABASE {name}"))
+    asyncio.run(migrations.migrate(with_database(server_url, name)))
+    yield name
+    asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+async def database_url(server_url, template_database) -> str:
+    """A fresh, fully migrated database for one test, dropped afterwards."""
+    name = f"keyledger_test_{secrets.token_hex(6)}"
+    await _admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template_database}")
+    yield with_database(server_url, name)
+    await _admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def admin(database_url) -> asyncpg.Connection:
+    """A connection as the database owner, for assertions that look behind the service's back."""
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+def settings(database_url) -> Settings:
+    return Settings(database_url=database_url, jwt_secret=JWT_SECRET, service_token=SERVICE_TOKEN)
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings):
+    return await aiohttp_client(create_app(settings))
+
+
+def token_for(account_id: str, **kwargs) -> str:
+    return issue_token(JWT_SECRET, account_id, **kwargs)
+
+
+def auth(account_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(account_id)}"}
