@@ -49,6 +49,10 @@ class InvalidName(DomainError):
     kind = "invalid_name"
 
 
+class KeyIdTaken(DomainError):
+    kind = "key_id_taken"
+
+
 # Commands
 
 
@@ -104,7 +108,7 @@ def normalize_name(name: str) -> str:
     """Trim the name and check it, or raise `InvalidName` saying what to change."""
     name = name.strip()
     if not name:
-        raise InvalidName("Give the key a name of 1 to 100 characters, e.g. \"Production backend\".")
+        raise InvalidName('Give the key a name of 1 to 100 characters, e.g. "Production backend".')
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"The key name is {len(name)} characters long; use at most {MAX_NAME_LENGTH}.")
     for char in name:
@@ -119,6 +123,8 @@ def decide(state: Account, command: Command, now: datetime) -> list[AccountEvent
     match command:
         case CreateKey():
             name = normalize_name(command.name)
+            if command.key_id in state.keys:  # ids are random: only a bug or a replayed command gets here
+                raise KeyIdTaken("A key with this id exists already; send the request again.")
             if state.active_key_count >= MAX_ACTIVE_KEYS:
                 raise KeyLimitReached(
                     f"This account already has {MAX_ACTIVE_KEYS} active API keys, the maximum. "

@@ -32,7 +32,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     # security_headers sits outside error_middleware so error envelopes get the headers too.
-    app = web.Application(middlewares=[security_headers, error_middleware], client_max_size=LARGEST_BODY_LIMIT)
+    app = web.Application(
+        middlewares=[security_headers, error_middleware], client_max_size=LARGEST_BODY_LIMIT
+    )
     app[SETTINGS] = settings
     app[TOKENS] = TokenVerifier(settings)
     app.cleanup_ctx.append(_database)

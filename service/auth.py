@@ -64,7 +64,11 @@ class TokenVerifier:
             raise _invalid("The token is meant for another audience.") from None
         except jwt.InvalidTokenError:
             raise _invalid("The token is not valid: its signature or algorithm is not accepted.") from None
-        subject, account_id, roles = claims["sub"], claims.get("account_id", claims["sub"]), claims.get("roles", [])
+        subject, account_id, roles = (
+            claims["sub"],
+            claims.get("account_id", claims["sub"]),
+            claims.get("roles", []),
+        )
         if not isinstance(subject, str) or not isinstance(account_id, str) or not account_id:
             raise _invalid("The token's 'sub' and 'account_id' claims must be non-empty strings.")
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
@@ -76,8 +80,13 @@ def _invalid(message: str) -> ApiError:
     return ApiError(401, "invalid_token", message, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-def issue_token(secret: str, account_id: str, subject: str | None = None, ttl_seconds: int = 86400,
-                roles: list[str] | None = None) -> str:
+def issue_token(
+    secret: str,
+    account_id: str,
+    subject: str | None = None,
+    ttl_seconds: int = 86400,
+    roles: list[str] | None = None,
+) -> str:
     """An HS256 token, for development and tests; production tokens come from the account system."""
     now = int(time.time())
     claims = {"sub": subject or account_id, "account_id": account_id, "iat": now, "exp": now + ttl_seconds}

@@ -14,7 +14,9 @@ LARGEST_BODY_LIMIT = 8 * 1024 * 1024  # the usage batch endpoint
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"The request body is larger than {limit // 1024} KiB allowed here.")
+    return ApiError(
+        413, "payload_too_large", f"The request body is larger than {limit // 1024} KiB allowed here."
+    )
 
 
 async def read_json(request: web.Request, type_: type[T], limit: int = DEFAULT_BODY_LIMIT) -> T:
@@ -28,6 +30,8 @@ async def read_json(request: web.Request, type_: type[T], limit: int = DEFAULT_B
     try:
         return msgspec.json.decode(body, type=type_, strict=True)
     except msgspec.ValidationError as error:
-        raise ApiError(422, "unprocessable", f"The body does not match what this endpoint takes: {error}.") from None
+        raise ApiError(
+            422, "unprocessable", f"The body does not match what this endpoint takes: {error}."
+        ) from None
     except msgspec.DecodeError as error:
         raise ApiError(400, "invalid_request", f"The body is not valid JSON: {error}.") from None

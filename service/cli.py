@@ -1,9 +1,9 @@
 """The `keyledger` command: serve, migrate, token."""
 
 import argparse
-import os
 import asyncio
 import logging
+import os
 import sys
 from contextlib import ExitStack
 from dataclasses import replace
@@ -30,7 +30,11 @@ def _banner(settings: Settings, service_token_generated: bool) -> str:
     base = f"http://{settings.host}:{settings.port}/api/v1/accounts/user/api-keys"
     lines = [f"keyledger listens on http://{settings.host}:{settings.port}"]
     if service_token_generated:
-        lines += ["", "Service token (set KEYLEDGER_SERVICE_TOKEN to choose one):", f"  {settings.service_token}"]
+        lines += [
+            "",
+            "Service token (set KEYLEDGER_SERVICE_TOKEN to choose one):",
+            f"  {settings.service_token}",
+        ]
     if settings.development:
         token = issue_token(settings.jwt_secret, DEMO_ACCOUNT, ttl_seconds=7 * 86400)
         lines += [
@@ -41,21 +45,20 @@ def _banner(settings: Settings, service_token_generated: bool) -> str:
             f"  export TOKEN={token}",
             "",
             "Try it:",
-            f"  curl -s -X POST {base}/create/ -H \"Authorization: Bearer $TOKEN\" \\",
+            f'  curl -s -X POST {base}/create/ -H "Authorization: Bearer $TOKEN" \\',
             "       -H 'Content-Type: application/json' -d '{\"name\": \"Local dev\"}'",
-            f"  curl -s {base}/ -H \"Authorization: Bearer $TOKEN\"",
+            f'  curl -s {base}/ -H "Authorization: Bearer $TOKEN"',
             "  export KEY_ID=key_…   # the id from the create answer",
-            f"  curl -s {base}/$KEY_ID/ -H \"Authorization: Bearer $TOKEN\"",
-            f"  curl -s -X PATCH {base}/$KEY_ID/update/ -H \"Authorization: Bearer $TOKEN\" \\",
+            f'  curl -s {base}/$KEY_ID/ -H "Authorization: Bearer $TOKEN"',
+            f'  curl -s -X PATCH {base}/$KEY_ID/update/ -H "Authorization: Bearer $TOKEN" \\',
             "       -H 'Content-Type: application/json' -d '{\"name\": \"Production backend\"}'",
-            f"  curl -s -X POST {base}/$KEY_ID/revoke/ -H \"Authorization: Bearer $TOKEN\"",
-            f"  curl -s {base}/$KEY_ID/events/ -H \"Authorization: Bearer $TOKEN\"",
+            f'  curl -s -X POST {base}/$KEY_ID/revoke/ -H "Authorization: Bearer $TOKEN"',
+            f'  curl -s {base}/$KEY_ID/events/ -H "Authorization: Bearer $TOKEN"',
         ]
     return "\n".join(lines)
 
 
 def serve(args: argparse.Namespace) -> int:
-
 
     settings = from_environment()
     settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)

@@ -20,6 +20,7 @@ class ApiError(Exception):
 _DOMAIN_STATUS = {
     "key_limit_reached": (409, "key_limit_reached"),
     "key_revoked": (409, "key_revoked"),
+    "key_id_taken": (409, "conflict"),
     "not_found": (404, "not_found"),
     "invalid_name": (422, "unprocessable"),
 }

@@ -71,7 +71,10 @@ async def create_key(request: web.Request) -> web.Response:
     body = await read_json(request, KeyName)
     secret = apikey.generate()
     command = CreateKey(
-        key_id=apikey.new_key_id(), name=body.name, key_digest=apikey.digest(secret), last4=apikey.last4(secret)
+        key_id=apikey.new_key_id(),
+        name=body.name,
+        key_digest=apikey.digest(secret),
+        last4=apikey.last4(secret),
     )
     pool = request.app[POOL]
     await commands.execute(pool, principal.account_id, command, metadata(request, principal))
@@ -99,7 +102,9 @@ async def rename_key(request: web.Request) -> web.Response:
     body = await read_json(request, KeyName)
     key_id = request.match_info["key_id"]
     pool = request.app[POOL]
-    await commands.execute(pool, principal.account_id, RenameKey(key_id, body.name), metadata(request, principal))
+    await commands.execute(
+        pool, principal.account_id, RenameKey(key_id, body.name), metadata(request, principal)
+    )
     return json_response(await _key_object(pool, principal, key_id))
 
 

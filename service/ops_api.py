@@ -19,5 +19,7 @@ async def readyz(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as connection:
         missing = await migrations.pending(connection)
     if missing:
-        raise ApiError(503, "service_unavailable", f"Migrations {missing} are not applied; run keyledger migrate.")
+        raise ApiError(
+            503, "service_unavailable", f"Migrations {missing} are not applied; run keyledger migrate."
+        )
     return web.json_response({"status": "ready"})
