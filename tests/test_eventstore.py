@@ -70,7 +70,7 @@ async def test_concurrent_appends_at_the_same_version_let_exactly_one_through(da
 )
 async def test_the_log_refuses_change_even_to_its_owner(service_connection, admin, statement):
     await append(service_connection, "s", 0, revoked(1))
-    with pytest.raises(asyncpg.PostgresError, match="append-only|permission denied"):
+    with pytest.raises(asyncpg.PostgresError, match="append-only"):
         await admin.execute(statement)
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await service_connection.execute(statement)
