@@ -55,3 +55,18 @@ def public_fields(event: Event) -> dict:
     fields.pop("type", None)
     fields.pop("key_digest", None)
     return fields
+
+
+class UsageRecorded(Event, frozen=True, kw_only=True, tag=True):
+    """One request made with a key, as the gateway reported it."""
+
+    request_id: str
+    key_id: str
+    occurred_at: datetime
+    cost_chf: str  # exact decimal with 9 places, e.g. "0.000150000"; never a float
+    units: int
+    endpoint: str
+    model: str
+
+
+usage_event_decoder = msgspec.json.Decoder(UsageRecorded)

@@ -1,15 +1,23 @@
 """The aiohttp application factory, used by the CLI, by gunicorn's aiohttp worker and by the tests."""
 
+import asyncio
+import contextlib
+import functools
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import db, keys_api, ops_api
-from service.appkeys import POOL, SETTINGS, TOKENS
+from projections.projector import Projector
+from service import db, internal_api, keys_api, ops_api, verify_api
+from service.appkeys import KEY_CACHE, POOL, PROJECTOR, SETTINGS, TOKENS
 from service.auth import TokenVerifier
 from service.bodies import LARGEST_BODY_LIMIT
 from service.config import Settings
 from service.errors import error_middleware
+from service.eventstore import USAGE_CHANNEL
+from service.keycache import KeyCache
+
+WARM_UP_SECONDS = 5.0
 
 
 @web.middleware
@@ -30,6 +38,22 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await app[POOL].close()
 
 
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The key cache and the projector run beside the request handlers, for the app's lifetime."""
+    connect = functools.partial(db.connect, app[SETTINGS].database_url)
+    app[KEY_CACHE] = KeyCache(connect)
+    app[PROJECTOR] = Projector(connect, USAGE_CHANNEL)
+    tasks = [asyncio.create_task(app[KEY_CACHE].run()), asyncio.create_task(app[PROJECTOR].run())]
+    with contextlib.suppress(TimeoutError):  # serve from a warm cache when the database allows it
+        await asyncio.wait_for(app[KEY_CACHE].warmed.wait(), WARM_UP_SECONDS)
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app(settings: Settings) -> web.Application:
     # security_headers sits outside error_middleware so error envelopes get the headers too.
     app = web.Application(
@@ -38,6 +62,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[TOKENS] = TokenVerifier(settings)
     app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_background)
     app.add_routes(keys_api.routes)
+    app.add_routes(verify_api.routes)
+    app.add_routes(internal_api.routes)
     app.add_routes(ops_api.routes)
     return app

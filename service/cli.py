@@ -10,7 +10,8 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from service import migrations
+from events.account import SetSubscription
+from service import commands, db, migrations
 from service.app import create_app
 from service.auth import issue_token
 from service.config import Settings, from_environment
@@ -27,8 +28,9 @@ def _resolve_database(settings: Settings, stack: ExitStack) -> Settings:
 
 
 def _banner(settings: Settings, service_token_generated: bool) -> str:
-    base = f"http://{settings.host}:{settings.port}/api/v1/accounts/user/api-keys"
-    lines = [f"keyledger listens on http://{settings.host}:{settings.port}"]
+    root = f"http://{settings.host}:{settings.port}"
+    base = f"{root}/api/v1/accounts/user/api-keys"
+    lines = [f"keyledger listens on {root}"]
     if service_token_generated:
         lines += [
             "",
@@ -58,13 +60,26 @@ def _banner(settings: Settings, service_token_generated: bool) -> str:
     return "\n".join(lines)
 
 
+async def _prepare_database(settings: Settings) -> list[str]:
+    """Apply migrations; in development, give the demo account an active subscription."""
+    applied = await migrations.migrate(settings.database_url)
+    if settings.development:
+        pool = await db.create_pool(settings.database_url, max_size=1)
+        try:
+            command = SetSubscription(active=True, plan="demo")
+            await commands.execute(pool, DEMO_ACCOUNT, command, {"actor": "keyledger serve"})
+        finally:
+            await pool.close()
+    return applied
+
+
 def serve(args: argparse.Namespace) -> int:
 
     settings = from_environment()
     settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
     with ExitStack() as stack:
         settings = _resolve_database(settings, stack)
-        applied = asyncio.run(migrations.migrate(settings.database_url))
+        applied = asyncio.run(_prepare_database(settings))
         if applied:
             print(f"Applied migrations: {', '.join(applied)}", flush=True)
         print(_banner(settings, not os.environ.get("KEYLEDGER_SERVICE_TOKEN")), flush=True)

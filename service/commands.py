@@ -9,7 +9,7 @@ import asyncpg
 from events.account import Account, Command, decide, evolve, fold
 from events.model import account_event_decoder
 from events.stored import StoredEvent
-from projections import keys as keys_projection
+from projections import accounts as accounts_projection
 from service import eventstore
 from service.errors import ApiError
 
@@ -44,7 +44,7 @@ async def execute(
                     stored = await eventstore.append(
                         connection, stream_id, account_id, state.version, new_events, metadata
                     )
-                    await keys_projection.apply(connection, stored)
+                    await accounts_projection.apply(connection, stored)
             except eventstore.WrongExpectedVersion:
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
                 continue

@@ -6,6 +6,7 @@ and a reader of `position > last_seen` can never skip an event that commits late
 """
 
 from collections.abc import Sequence
+
 import asyncpg
 import msgspec
 
@@ -13,6 +14,10 @@ from events.model import Event, event_encoder, event_type
 from events.stored import StoredEvent
 
 APPEND_LOCK = 0x6B65796C65646702
+# NOTIFY is delivered on commit and lost while nobody listens: listeners treat it as a hint to catch
+# up from their last position, never as the data itself.
+LIFECYCLE_CHANNEL = "keyledger_lifecycle"
+USAGE_CHANNEL = "keyledger_usage"
 
 
 class WrongExpectedVersion(Exception):
@@ -62,7 +67,45 @@ async def append(
         raise WrongExpectedVersion(stream_id, expected_version, None) from error
     if len(rows) != count:
         raise RuntimeError(f"appended {len(rows)} of {count} events")
+    await connection.execute("SELECT pg_notify($1, $2)", LIFECYCLE_CHANNEL, str(rows[-1]["position"]))
     return sorted((_stored(row) for row in rows), key=lambda event: event.position)
+
+
+async def append_usage(
+    connection: asyncpg.Connection,
+    account_ids: list[str],
+    key_ids: list[str],
+    request_ids: list[str],
+    data: list[bytes],
+    metadata: dict,
+) -> int:
+    """Append UsageRecorded events in one statement; returns how many were new.
+
+    A request_id already in the log (or twice in this batch) is skipped: that is the idempotency
+    the gateway relies on, enforced by the unique constraint on idempotency_key.
+    """
+    if not connection.is_in_transaction():
+        raise RuntimeError("append_usage must run inside a transaction")
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+    accepted = await connection.fetchval(
+        """WITH inserted AS (
+               INSERT INTO events (stream_id, account_id, type, data, metadata, idempotency_key)
+               SELECT 'usage-' || t.key_id, t.account_id, 'UsageRecorded', t.data, $5, t.request_id
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
+                    WITH ORDINALITY AS t(account_id, key_id, request_id, data, n)
+               ORDER BY t.n
+               ON CONFLICT (idempotency_key) DO NOTHING
+               RETURNING 1)
+           SELECT count(*) FROM inserted""",
+        account_ids,
+        key_ids,
+        request_ids,
+        data,
+        msgspec.json.encode(metadata),
+    )
+    if accepted:
+        await connection.execute("SELECT pg_notify($1, '')", USAGE_CHANNEL)
+    return accepted
 
 
 async def read_stream(connection: asyncpg.Connection, stream_id: str) -> list[StoredEvent]:

@@ -10,12 +10,14 @@ from aiohttp import web
 from events import apikey
 from events.account import CreateKey, KeyNotFound, RenameKey, RevokeKey
 from events.model import account_event_decoder, public_fields
-from projections import keys as keys_projection
+from projections import accounts as accounts_projection
+from projections import usage as usage_projection
+from projections.usage import KeyUsage
 from service import commands, eventstore
 from service.appkeys import POOL, TOKENS
 from service.auth import Principal, bearer_token
 from service.bodies import read_json
-from service.usage_view import empty_usage
+from service.usage_view import usage_block, window
 
 routes = web.RouteTableDef()
 BASE = "/api/v1/accounts/user/api-keys"
@@ -44,7 +46,7 @@ def metadata(request: web.Request, principal: Principal) -> dict:
     }
 
 
-def key_object(row: asyncpg.Record) -> dict:
+def key_object(row: asyncpg.Record, usage: KeyUsage | None, days) -> dict:
     return {
         "id": row["key_id"],
         "name": row["name"],
@@ -52,17 +54,24 @@ def key_object(row: asyncpg.Record) -> dict:
         "status": row["status"],
         "created_at": row["created_at"],
         "revoked_at": row["revoked_at"],
-        "last_used_at": None,
-        "usage": empty_usage(),
+        "last_used_at": usage.last_used_at if usage else None,
+        "usage": usage_block(usage, days),
     }
+
+
+async def key_objects(connection: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[dict]:
+    days = window()
+    usage = await usage_projection.usage_of_keys(connection, [row["key_id"] for row in rows], days[0])
+    return [key_object(row, usage.get(row["key_id"]), days) for row in rows]
 
 
 async def _key_object(pool: asyncpg.Pool, principal: Principal, key_id: str) -> dict:
     async with pool.acquire() as connection:
-        row = await keys_projection.get_key(connection, principal.account_id, key_id)
-    if row is None:
-        raise KeyNotFound(_KEY_NOT_FOUND)
-    return key_object(row)
+        row = await accounts_projection.get_key(connection, principal.account_id, key_id)
+        if row is None:
+            raise KeyNotFound(_KEY_NOT_FOUND)
+        [key] = await key_objects(connection, [row])
+    return key
 
 
 @routes.post(f"{BASE}/create/")
@@ -86,8 +95,9 @@ async def create_key(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     principal = user(request)
     async with request.app[POOL].acquire() as connection:
-        rows = await keys_projection.list_keys(connection, principal.account_id)
-    return json_response({"data": [key_object(row) for row in rows]})
+        rows = await accounts_projection.list_keys(connection, principal.account_id)
+        keys = await key_objects(connection, rows)
+    return json_response({"data": keys})
 
 
 @routes.get(BASE + "/{key_id}/")
@@ -123,7 +133,7 @@ async def key_history(request: web.Request) -> web.Response:
     key_id = request.match_info["key_id"]
     pool = request.app[POOL]
     async with pool.acquire() as connection:
-        if await keys_projection.get_key(connection, principal.account_id, key_id) is None:
+        if await accounts_projection.get_key(connection, principal.account_id, key_id) is None:
             raise KeyNotFound(_KEY_NOT_FOUND)
         stream = await eventstore.read_stream(connection, commands.stream_of(principal.account_id))
     history = []

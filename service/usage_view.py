@@ -1,20 +1,35 @@
-"""The `usage` block of a key object."""
+"""The `usage` block of a key object, from the usage projections."""
 
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 
-ZERO_CHF = "0.000000000"
+from projections.usage import KeyUsage
+
 WINDOW_DAYS = 30
 
 
-def last_30_days(today: date | None = None) -> list[date]:
+def chf(amount: Decimal) -> str:
+    return f"{amount:.9f}"
+
+
+def window(today: date | None = None) -> list[date]:
+    """The last 30 UTC days, oldest first, today last."""
     today = today or datetime.now(UTC).date()
     return [today - timedelta(days=offset) for offset in range(WINDOW_DAYS - 1, -1, -1)]
 
 
-def empty_usage() -> dict:
-    daily = [{"date": day.isoformat(), "requests": 0, "cost_chf": ZERO_CHF} for day in last_30_days()]
+def usage_block(usage: KeyUsage | None, days: list[date]) -> dict:
+    usage = usage or KeyUsage(daily={})
+    daily = [(day, *usage.daily.get(day, (0, Decimal(0)))) for day in days]
     return {
-        "total_requests": 0,
-        "total_cost_chf": ZERO_CHF,
-        "last_30_days": {"requests": 0, "cost_chf": ZERO_CHF, "daily": daily},
+        "total_requests": usage.requests,
+        "total_cost_chf": chf(usage.cost_chf),
+        "last_30_days": {
+            "requests": sum(requests for _, requests, _ in daily),
+            "cost_chf": chf(sum((cost for _, _, cost in daily), Decimal(0))),
+            "daily": [
+                {"date": day.isoformat(), "requests": requests, "cost_chf": chf(cost)}
+                for day, requests, cost in daily
+            ],
+        },
     }

@@ -1,14 +1,21 @@
-"""The `api_keys` projection: the current state of every key, one row per key.
+"""The account projections: `api_keys` (one row per key) and `subscriptions` (one per account).
 
 `apply` runs in the same transaction as the append of lifecycle events (read-your-writes); a replay
-uses the same function to rebuild the table from the log.
+uses the same function to rebuild the tables from the log.
 """
 
 from collections.abc import Iterable
 
 import asyncpg
 
-from events.model import ApiKeyCreated, ApiKeyRenamed, ApiKeyRevoked, account_event_decoder
+from events.model import (
+    ApiKeyCreated,
+    ApiKeyRenamed,
+    ApiKeyRevoked,
+    SubscriptionActivated,
+    SubscriptionDeactivated,
+    account_event_decoder,
+)
 from events.stored import StoredEvent
 
 KEY_COLUMNS = "key_id, account_id, name, last4, status, created_at, revoked_at"
@@ -46,6 +53,19 @@ async def apply(connection: asyncpg.Connection, stored_events: Iterable[StoredEv
                     event.revoked_at,
                     stored.position,
                 )
+            case SubscriptionActivated() | SubscriptionDeactivated():
+                active = isinstance(event, SubscriptionActivated)
+                await connection.execute(
+                    """INSERT INTO subscriptions (account_id, status, plan, changed_at, updated_position)
+                       VALUES ($1, $2, $3, $4, $5)
+                       ON CONFLICT (account_id) DO UPDATE
+                       SET status = $2, plan = $3, changed_at = $4, updated_position = $5""",
+                    stored.account_id,
+                    "active" if active else "inactive",
+                    event.plan if active else None,
+                    event.activated_at if active else event.deactivated_at,
+                    stored.position,
+                )
 
 
 async def list_keys(connection: asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:
@@ -58,4 +78,10 @@ async def list_keys(connection: asyncpg.Connection, account_id: str) -> list[asy
 async def get_key(connection: asyncpg.Connection, account_id: str, key_id: str) -> asyncpg.Record | None:
     return await connection.fetchrow(
         f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1 AND account_id = $2", key_id, account_id
+    )
+
+
+async def get_subscription(connection: asyncpg.Connection, account_id: str) -> asyncpg.Record | None:
+    return await connection.fetchrow(
+        "SELECT account_id, status, plan, changed_at FROM subscriptions WHERE account_id = $1", account_id
     )

@@ -1,0 +1,77 @@
+"""Usage reports from the gateway: their shape and the rules a batch must pass to be stored.
+
+A batch is all or nothing: the first bad event rejects it, naming its index.
+"""
+
+import re
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+from events.model import UsageRecorded
+
+MAX_BATCH = 10_000
+MAX_AHEAD = timedelta(minutes=5)
+MAX_BEHIND = timedelta(days=35)
+# Non-negative, plain decimal notation, at most 9 places: CHF is exact to the nano-franc.
+_CHF = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,9})?$")
+
+
+class UsageReport(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    key_id: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
+    cost_chf: str
+    units: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
+    endpoint: Annotated[str, msgspec.Meta(max_length=500)]
+    model: Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class UsageBatch(msgspec.Struct, forbid_unknown_fields=True):
+    events: Annotated[list[UsageReport], msgspec.Meta(max_length=MAX_BATCH)]
+
+
+class UsageRejected(Exception):
+    def __init__(self, index: int, message: str):
+        super().__init__(f"events[{index}]: {message}")
+        self.index, self.message = index, f"events[{index}]: {message}"
+
+
+def canonical_chf(text: str) -> str | None:
+    """The amount with exactly 9 places ("0.00015" -> "0.000150000"), or None if it is not one."""
+    return f"{Decimal(text):.9f}" if _CHF.match(text) else None
+
+
+def check_batch(reports: list[UsageReport], known_keys: set[str], now: datetime) -> list[UsageRecorded]:
+    """The events to record, or `UsageRejected` for the first report that breaks a rule."""
+    recorded = []
+    for index, report in enumerate(reports):
+        cost = canonical_chf(report.cost_chf)
+        if cost is None:
+            raise UsageRejected(
+                index,
+                f"cost_chf {report.cost_chf!r} must be a non-negative decimal string with at most 9 places, "
+                'e.g. "0.000150".',
+            )
+        if report.key_id not in known_keys:
+            raise UsageRejected(index, f"key_id {report.key_id!r} is not a key keyledger knows.")
+        if report.occurred_at > now + MAX_AHEAD:
+            raise UsageRejected(index, "occurred_at is more than 5 minutes in the future; check the clock.")
+        if report.occurred_at < now - MAX_BEHIND:
+            raise UsageRejected(
+                index, "occurred_at is more than 35 days in the past; such usage is not accepted."
+            )
+        recorded.append(
+            UsageRecorded(
+                request_id=report.request_id,
+                key_id=report.key_id,
+                occurred_at=report.occurred_at,
+                cost_chf=cost,
+                units=report.units,
+                endpoint=report.endpoint,
+                model=report.model,
+            )
+        )
+    return recorded

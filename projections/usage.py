@@ -1,0 +1,107 @@
+"""Usage projections: per-key totals and per-key UTC daily buckets, built set-based from the log.
+
+`project_batch` moves the checkpoint and the projection rows forward in the caller's transaction:
+if it does not commit, neither does anything else, so a crash can neither skip nor double-count.
+"""
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+import asyncpg
+
+PROJECTOR = "usage"
+
+_USAGE_IN_RANGE = """
+    usage AS (
+        SELECT account_id,
+               data->>'key_id'                     AS key_id,
+               (data->>'occurred_at')::timestamptz AS occurred_at,
+               (data->>'cost_chf')::numeric        AS cost_chf
+        FROM events
+        WHERE position > $1 AND position <= $2 AND type = 'UsageRecorded')
+"""
+
+
+async def project_batch(connection: asyncpg.Connection, limit: int = 50_000) -> int:
+    """Fold up to `limit` events after the checkpoint into the projections; returns how many were read.
+
+    Must run inside a transaction (the checkpoint row is locked until it commits).
+    """
+    if not connection.is_in_transaction():
+        raise RuntimeError("project_batch must run inside a transaction")
+    await connection.execute(
+        "INSERT INTO projector_checkpoints (projector, position) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        PROJECTOR,
+    )
+    start = await connection.fetchval(
+        "SELECT position FROM projector_checkpoints WHERE projector = $1 FOR UPDATE", PROJECTOR
+    )
+    end, count = await connection.fetchrow(
+        """SELECT max(position), count(*) FROM (
+               SELECT position FROM events WHERE position > $1 ORDER BY position LIMIT $2) AS batch""",
+        start,
+        limit,
+    )
+    if not count:
+        return 0
+    await connection.execute(
+        f"""WITH {_USAGE_IN_RANGE}
+            INSERT INTO key_usage_totals AS total (key_id, account_id, requests, cost_chf, last_used_at)
+            SELECT key_id, min(account_id), count(*), sum(cost_chf), max(occurred_at) FROM usage GROUP BY key_id
+            ON CONFLICT (key_id) DO UPDATE SET
+                requests     = total.requests + excluded.requests,
+                cost_chf     = total.cost_chf + excluded.cost_chf,
+                last_used_at = greatest(total.last_used_at, excluded.last_used_at)""",
+        start,
+        end,
+    )
+    await connection.execute(
+        f"""WITH {_USAGE_IN_RANGE}
+            INSERT INTO key_usage_daily AS daily (key_id, day, account_id, requests, cost_chf)
+            SELECT key_id, (occurred_at AT TIME ZONE 'UTC')::date, min(account_id), count(*), sum(cost_chf)
+            FROM usage GROUP BY 1, 2
+            ON CONFLICT (key_id, day) DO UPDATE SET
+                requests = daily.requests + excluded.requests,
+                cost_chf = daily.cost_chf + excluded.cost_chf""",
+        start,
+        end,
+    )
+    await connection.execute(
+        "UPDATE projector_checkpoints SET position = $2 WHERE projector = $1", PROJECTOR, end
+    )
+    return count
+
+
+async def checkpoint(connection: asyncpg.Connection) -> int:
+    return await connection.fetchval(
+        "SELECT coalesce((SELECT position FROM projector_checkpoints WHERE projector = $1), 0)", PROJECTOR
+    )
+
+
+@dataclass
+class KeyUsage:
+    requests: int = 0
+    cost_chf: Decimal = Decimal(0)
+    last_used_at: datetime | None = None
+    daily: dict[date, tuple[int, Decimal]] | None = None
+
+
+async def usage_of_keys(
+    connection: asyncpg.Connection, key_ids: list[str], since: date
+) -> dict[str, KeyUsage]:
+    """Totals and the daily buckets from `since` on, for each key that has any usage."""
+    usage = {}
+    for row in await connection.fetch(
+        "SELECT key_id, requests, cost_chf, last_used_at FROM key_usage_totals WHERE key_id = ANY($1)",
+        key_ids,
+    ):
+        usage[row["key_id"]] = KeyUsage(row["requests"], row["cost_chf"], row["last_used_at"], {})
+    for row in await connection.fetch(
+        """SELECT key_id, day, requests, cost_chf FROM key_usage_daily
+           WHERE key_id = ANY($1) AND day >= $2""",
+        key_ids,
+        since,
+    ):
+        usage[row["key_id"]].daily[row["day"]] = (row["requests"], row["cost_chf"])
+    return usage

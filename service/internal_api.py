@@ -1,0 +1,67 @@
+"""Endpoints for keyledger's internal callers (service token): usage from the gateway, billing."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import msgspec
+from aiohttp import web
+
+from events.account import SetSubscription
+from events.model import event_encoder
+from events.usage import UsageBatch, UsageRejected, check_batch
+from service import commands, eventstore
+from service.appkeys import POOL, SETTINGS
+from service.auth import check_service_token
+from service.bodies import LARGEST_BODY_LIMIT, read_json
+from service.errors import ApiError
+
+routes = web.RouteTableDef()
+
+
+class Subscription(msgspec.Struct, forbid_unknown_fields=True):
+    status: Literal["active", "inactive"]
+    plan: Annotated[str, msgspec.Meta(max_length=100)] = ""
+
+
+def _service_caller(request: web.Request) -> None:
+    check_service_token(request, request.app[SETTINGS].service_token)
+
+
+@routes.put("/api/v1/internal/accounts/{account_id}/subscription")
+async def set_subscription(request: web.Request) -> web.Response:
+    _service_caller(request)
+    account_id = request.match_info["account_id"]
+    if not 0 < len(account_id) <= 100:
+        raise ApiError(422, "unprocessable", "account_id must be 1 to 100 characters long.")
+    body = await read_json(request, Subscription)
+    command = SetSubscription(active=body.status == "active", plan=body.plan)
+    metadata = {"actor": "service", "client": request.remote}
+    state, _ = await commands.execute(request.app[POOL], account_id, command, metadata)
+    return web.json_response(
+        {"account_id": account_id, "status": body.status, "plan": state.subscription_plan}
+    )
+
+
+@routes.post("/api/v1/usage/")
+async def record_usage(request: web.Request) -> web.Response:
+    _service_caller(request)
+    batch = await read_json(request, UsageBatch, limit=LARGEST_BODY_LIMIT)
+    key_ids = list({report.key_id for report in batch.events})
+    async with request.app[POOL].acquire() as connection:
+        accounts = dict(
+            await connection.fetch("SELECT key_id, account_id FROM api_keys WHERE key_id = ANY($1)", key_ids)
+        )
+        try:
+            recorded = check_batch(batch.events, set(accounts), datetime.now(UTC))
+        except UsageRejected as error:
+            raise ApiError(422, "unprocessable", error.message) from None
+        async with connection.transaction():
+            accepted = await eventstore.append_usage(
+                connection,
+                [accounts[event.key_id] for event in recorded],
+                [event.key_id for event in recorded],
+                [event.request_id for event in recorded],
+                [event_encoder.encode(event) for event in recorded],
+                {"actor": "gateway", "client": request.remote},
+            )
+    return web.json_response({"accepted": accepted, "duplicates": len(recorded) - accepted}, status=202)

@@ -1,0 +1,109 @@
+"""The in-process cache that answers key verification without a database round trip.
+
+It holds every key (digest -> id, account, active) and every subscription, and follows changes:
+a dedicated connection LISTENs for lifecycle appends and catches up by position on every
+notification, every second, and after every reconnect. The cache only answers while it can prove
+it is fresh (listening, and a catch-up succeeded within STALE_AFTER seconds); otherwise
+verification reads the database, and fails closed if that fails too.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+
+from service.eventstore import LIFECYCLE_CHANNEL
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = 3.0
+POLL_INTERVAL = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    key_id: str
+    account_id: str
+    active: bool
+
+
+class KeyCache:
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]]):
+        self._connect = connect
+        self._keys: dict[bytes, KeyEntry] = {}
+        self._subscribed: set[str] = set()
+        self._key_position = 0
+        self._subscription_position = 0
+        self._listening = False
+        self._confirmed_at = float("-inf")  # time.monotonic() of the last successful catch-up
+        self._wake = asyncio.Event()
+        self.warmed = asyncio.Event()  # set after the first complete load
+
+    @property
+    def fresh(self) -> bool:
+        return self._listening and time.monotonic() - self._confirmed_at < STALE_AFTER
+
+    def key(self, digest: bytes) -> KeyEntry | None:
+        return self._keys.get(digest)
+
+    def subscribed(self, account_id: str) -> bool:
+        return account_id in self._subscribed
+
+    async def run(self) -> None:
+        while True:
+            try:
+                connection = await self._connect()
+                try:
+                    await self._follow(connection)
+                finally:
+                    self._listening = False
+                    await connection.close()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.warning("key cache lost its database connection (%s); reconnecting", type(error).__name__)
+                self._listening = False
+                await asyncio.sleep(0.2)
+
+    async def _follow(self, connection: asyncpg.Connection) -> None:
+        lost = asyncio.Event()
+
+        def on_termination(_connection) -> None:
+            self._listening = False  # at once: from now on verification asks the database
+            lost.set()
+            self._wake.set()
+
+        connection.add_termination_listener(on_termination)
+        await connection.add_listener(LIFECYCLE_CHANNEL, lambda *_: self._wake.set())
+        # Listen first, then catch up: nothing committed in between can be missed.
+        self._listening = True
+        while not lost.is_set():
+            self._wake.clear()
+            await self._catch_up(connection)
+            self._confirmed_at = time.monotonic()
+            self.warmed.set()
+            try:
+                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
+            except TimeoutError:
+                pass
+        self._listening = False
+
+    async def _catch_up(self, connection: asyncpg.Connection) -> None:
+        for row in await connection.fetch(
+            """SELECT key_digest, key_id, account_id, status = 'active' AS active, updated_position
+               FROM api_keys WHERE updated_position > $1 ORDER BY updated_position""",
+            self._key_position,
+        ):
+            self._keys[row["key_digest"]] = KeyEntry(row["key_id"], row["account_id"], row["active"])
+            self._key_position = row["updated_position"]
+        for row in await connection.fetch(
+            """SELECT account_id, status = 'active' AS active, updated_position
+               FROM subscriptions WHERE updated_position > $1 ORDER BY updated_position""",
+            self._subscription_position,
+        ):
+            if row["active"]:
+                self._subscribed.add(row["account_id"])
+            else:
+                self._subscribed.discard(row["account_id"])
+            self._subscription_position = row["updated_position"]
