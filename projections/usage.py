@@ -92,16 +92,19 @@ async def usage_of_keys(
 ) -> dict[str, KeyUsage]:
     """Totals and the daily buckets from `since` on, for each key that has any usage."""
     usage = {}
-    for row in await connection.fetch(
-        "SELECT key_id, requests, cost_chf, last_used_at FROM key_usage_totals WHERE key_id = ANY($1)",
-        key_ids,
-    ):
+    # One snapshot for both reads: the projector may commit between them.
+    async with connection.transaction(isolation="repeatable_read", readonly=True):
+        totals = await connection.fetch(
+            "SELECT key_id, requests, cost_chf, last_used_at FROM key_usage_totals WHERE key_id = ANY($1)", key_ids
+        )
+        daily = await connection.fetch(
+            """SELECT key_id, day, requests, cost_chf FROM key_usage_daily
+               WHERE key_id = ANY($1) AND day >= $2""",
+            key_ids,
+            since,
+        )
+    for row in totals:
         usage[row["key_id"]] = KeyUsage(row["requests"], row["cost_chf"], row["last_used_at"], {})
-    for row in await connection.fetch(
-        """SELECT key_id, day, requests, cost_chf FROM key_usage_daily
-           WHERE key_id = ANY($1) AND day >= $2""",
-        key_ids,
-        since,
-    ):
+    for row in daily:
         usage[row["key_id"]].daily[row["day"]] = (row["requests"], row["cost_chf"])
     return usage
