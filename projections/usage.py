@@ -95,7 +95,8 @@ async def usage_of_keys(
     # One snapshot for both reads: the projector may commit between them.
     async with connection.transaction(isolation="repeatable_read", readonly=True):
         totals = await connection.fetch(
-            "SELECT key_id, requests, cost_chf, last_used_at FROM key_usage_totals WHERE key_id = ANY($1)", key_ids
+            "SELECT key_id, requests, cost_chf, last_used_at FROM key_usage_totals WHERE key_id = ANY($1)",
+            key_ids,
         )
         daily = await connection.fetch(
             """SELECT key_id, day, requests, cost_chf FROM key_usage_daily
