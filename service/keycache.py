@@ -76,12 +76,13 @@ class KeyCache:
 
         connection.add_termination_listener(on_termination)
         await connection.add_listener(LIFECYCLE_CHANNEL, lambda *_: self._wake.set())
-        # Listen first, then catch up: nothing committed in between can be missed.
-        self._listening = True
+        # Listen first, then catch up: nothing committed in between can be missed. The cache calls
+        # itself fresh only once that catch-up has returned.
         while not lost.is_set():
             self._wake.clear()
             await self._catch_up(connection)
             self._confirmed_at = time.monotonic()
+            self._listening = True
             self.warmed.set()
             try:
                 await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
