@@ -33,6 +33,9 @@ DATABASE_UNAVAILABLE = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full, out of memory
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,  # the database does not accept connections
+    asyncpg.exceptions.InvalidCatalogNameError,  # the database is gone
 )
 
 
