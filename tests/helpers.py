@@ -1,0 +1,183 @@
+"""Small helpers shared by the verification, usage and projector tests."""
+
+import asyncio
+import inspect
+import io
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import asyncpg
+
+from tests.conftest import SERVICE_TOKEN, auth
+
+KEYS = "/api/v1/accounts/user/api-keys"
+VERIFY = "/api/v1/auth/verify"
+USAGE = "/api/v1/usage/"
+
+
+def subscription_path(account_id: str) -> str:
+    return f"/api/v1/internal/accounts/{account_id}/subscription"
+
+
+def key_path(key_id: str) -> str:
+    return f"{KEYS}/{key_id}/"
+
+
+def service_headers(token: str = SERVICE_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC with milliseconds and a Z, as a gateway would send it."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+# Responses
+
+
+async def expect(response, status: int = 200) -> dict:
+    """The JSON body of an answer with exactly this status."""
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    return await response.json()
+
+
+async def expect_error(response, status: int | tuple[int, ...], type_: str | None = None) -> str:
+    """Assert the error envelope `{"error": {"message", "type"}}` (and its type); return the message."""
+    statuses = status if isinstance(status, tuple) else (status,)
+    assert response.status in statuses, await response.text()
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type"}, body
+    assert body["error"]["message"], body
+    if type_ is not None:
+        assert body["error"]["type"] == type_, body
+    return body["error"]["message"]
+
+
+# Keys and subscriptions
+
+
+async def create_key(client, account: str, name: str = "Production backend") -> dict:
+    """Create a key through the API; the answer with the full secret in `key`."""
+    response = await client.post(f"{KEYS}/create/", json={"name": name}, headers=auth(account))
+    return await expect(response, 201)
+
+
+async def revoke(client, account: str, key_id: str) -> dict:
+    return await expect(await client.post(f"{KEYS}/{key_id}/revoke/", headers=auth(account)))
+
+
+async def view_key(client, account: str, key_id: str) -> dict:
+    return await expect(await client.get(key_path(key_id), headers=auth(account)))
+
+
+async def set_subscription(client, account: str, status: str, plan: str = "pro") -> dict:
+    response = await client.put(
+        subscription_path(account), json={"status": status, "plan": plan}, headers=service_headers()
+    )
+    return await expect(response)
+
+
+async def activate(client, account: str, plan: str = "pro") -> dict:
+    return await set_subscription(client, account, "active", plan)
+
+
+async def deactivate(client, account: str) -> dict:
+    return await set_subscription(client, account, "inactive")
+
+
+async def verify(client, secret: str, method: str = "GET"):
+    return await client.request(method, VERIFY, headers=bearer(secret))
+
+
+async def verify_status(client, secret: str) -> int:
+    response = await verify(client, secret)
+    await response.read()
+    return response.status
+
+
+# Usage
+
+
+def usage_event(
+    key_id: str,
+    request_id: str,
+    cost: str = "0.000150",
+    occurred_at: datetime | str | None = None,
+    **changes,
+) -> dict:
+    """One usage report as the gateway sends it; `changes` overrides or adds fields."""
+    if occurred_at is None:
+        occurred_at = datetime.now(UTC)
+    event = {
+        "request_id": request_id,
+        "key_id": key_id,
+        "occurred_at": occurred_at if isinstance(occurred_at, str) else rfc3339(occurred_at),
+        "cost_chf": cost,
+        "units": 812,
+        "endpoint": "/v1/chat/completions",
+        "model": "gpt-test",
+    }
+    event.update(changes)
+    return event
+
+
+async def post_body(client, path: str, body: bytes, headers: dict[str, str]):
+    """POST JSON bytes; as a stream, since aiohttp warns about large bodies sent as plain bytes."""
+    return await client.post(
+        path, data=io.BytesIO(body), headers={**headers, "Content-Type": "application/json"}
+    )
+
+
+async def send_usage(client, events: list[dict], headers: dict | None = None):
+    body = json.dumps({"events": events}).encode()
+    return await post_body(client, USAGE, body, service_headers() if headers is None else headers)
+
+
+def chf(amount: Decimal) -> str:
+    return f"{amount:.9f}"
+
+
+# Waiting and database snapshots
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], within: float, interval: float = 0.02
+) -> float:
+    """Poll until the predicate holds; the seconds it took. Fails the test after `within` seconds."""
+    started = time.monotonic()
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        elapsed = time.monotonic() - started
+        if result:
+            return elapsed
+        if elapsed > within:
+            raise AssertionError(f"condition still false after {elapsed:.2f} s")
+        await asyncio.sleep(interval)
+
+
+async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
+    """count(*) of every table of the public schema."""
+    tables = await admin.fetch(
+        """SELECT table_name FROM information_schema.tables
+           WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"""
+    )
+    assert tables, "no tables found: is the database migrated?"
+    return {
+        row["table_name"]: await admin.fetchval(f'SELECT count(*) FROM public."{row["table_name"]}"')
+        for row in tables
+    }
