@@ -5,6 +5,7 @@ ends (crash, kill -9, restart) another process takes over within a second. Follo
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -55,7 +56,7 @@ class Projector:
             async with connection.transaction():
                 read = await project_batch(connection, self._batch_size)
             if read < self._batch_size:
-                try:
-                    await asyncio.wait_for(wake.wait(), self._idle_poll)
-                except TimeoutError:
-                    pass
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._idle_poll):
+                        await wake.wait()

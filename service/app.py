@@ -45,7 +45,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     app[PROJECTOR] = Projector(connect, USAGE_CHANNEL)
     tasks = [asyncio.create_task(app[KEY_CACHE].run()), asyncio.create_task(app[PROJECTOR].run())]
     with contextlib.suppress(TimeoutError):  # serve from a warm cache when the database allows it
-        await asyncio.wait_for(app[KEY_CACHE].warmed.wait(), WARM_UP_SECONDS)
+        async with asyncio.timeout(WARM_UP_SECONDS):
+            await app[KEY_CACHE].warmed.wait()
     yield
     for task in tasks:
         task.cancel()

@@ -8,6 +8,7 @@ verification reads the database, and fails closed if that fails too.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -84,10 +85,10 @@ class KeyCache:
             self._confirmed_at = time.monotonic()
             self._listening = True
             self.warmed.set()
-            try:
-                await asyncio.wait_for(self._wake.wait(), POLL_INTERVAL)
-            except TimeoutError:
-                pass
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_INTERVAL):
+                    await self._wake.wait()
         self._listening = False
 
     async def _catch_up(self, connection: asyncpg.Connection) -> None:
