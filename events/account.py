@@ -40,6 +40,9 @@ class KeyLimitReached(DomainError):
 class KeyNotFound(DomainError):
     kind = "not_found"
 
+    def __init__(self, message: str = "No API key with this id exists in your account."):
+        super().__init__(message)
+
 
 class KeyRevoked(DomainError):
     kind = "key_revoked"
@@ -166,7 +169,7 @@ def decide(state: Account, command: Command, now: datetime) -> list[AccountEvent
 def _existing_key(state: Account, key_id: str) -> Key:
     key = state.keys.get(key_id)
     if key is None:
-        raise KeyNotFound("No API key with this id exists in your account.")
+        raise KeyNotFound()
     return key
 
 

@@ -67,6 +67,3 @@ class UsageRecorded(Event, frozen=True, kw_only=True, tag=True):
     units: int
     endpoint: str
     model: str
-
-
-usage_event_decoder = msgspec.json.Decoder(UsageRecorded)

@@ -34,9 +34,9 @@ class UsageBatch(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class UsageRejected(Exception):
-    def __init__(self, index: int, message: str):
-        super().__init__(f"events[{index}]: {message}")
-        self.index, self.message = index, f"events[{index}]: {message}"
+    def __init__(self, index: int, problem: str):
+        self.index, self.message = index, f"events[{index}]: {problem}"
+        super().__init__(self.message)
 
 
 def canonical_chf(text: str) -> str | None:

@@ -79,9 +79,3 @@ async def get_key(connection: asyncpg.Connection, account_id: str, key_id: str) 
     return await connection.fetchrow(
         f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1 AND account_id = $2", key_id, account_id
     )
-
-
-async def get_subscription(connection: asyncpg.Connection, account_id: str) -> asyncpg.Record | None:
-    return await connection.fetchrow(
-        "SELECT account_id, status, plan, changed_at FROM subscriptions WHERE account_id = $1", account_id
-    )

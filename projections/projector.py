@@ -7,7 +7,6 @@ ends (crash, kill -9, restart) another process takes over within a second. Follo
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -18,37 +17,25 @@ log = logging.getLogger(__name__)
 
 
 class Projector:
-    def __init__(
-        self,
-        connect: Callable[[], Awaitable[asyncpg.Connection]],
-        wake_channel: str,
-        batch_size: int = 50_000,
-        idle_poll: float = 0.5,
-    ):
-        self._connect, self._channel = connect, wake_channel
-        self._batch_size, self._idle_poll = batch_size, idle_poll
+    """Runs on one dedicated connection (the shell reconnects it): waits for the leader lock, then
+    projects until the connection fails."""
+
+    def __init__(self, wake_channel: str, batch_size: int = 50_000, idle_poll: float = 0.5):
+        self._channel, self._batch_size, self._idle_poll = wake_channel, batch_size, idle_poll
         self.is_leader = False
 
-    async def run(self) -> None:
-        """Lead or wait to lead, forever; reconnects after any database failure."""
-        while True:
-            try:
-                connection = await self._connect()
-                try:
-                    await self._lead(connection)
-                finally:
-                    self.is_leader = False
-                    await connection.close()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                log.warning("projector lost its database connection (%s); retrying", type(error).__name__)
+    async def lead(self, connection: asyncpg.Connection) -> None:
+        try:
+            # Polling a database lock: there is no local event to wait on.
+            while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", PROJECTOR_LOCK):  # noqa: ASYNC110
                 await asyncio.sleep(1)
+            self.is_leader = True
+            log.info("this process now runs the projector")
+            await self._project(connection)
+        finally:
+            self.is_leader = False
 
-    async def _lead(self, connection: asyncpg.Connection) -> None:
-        # Polling a database lock: there is no local event to wait on.
-        while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", PROJECTOR_LOCK):  # noqa: ASYNC110
-            await asyncio.sleep(1)
-        self.is_leader = True
-        log.info("this process now runs the projector")
+    async def _project(self, connection: asyncpg.Connection) -> None:
         wake = asyncio.Event()
         await connection.add_listener(self._channel, lambda *_: wake.set())
         while True:

@@ -4,7 +4,7 @@
 if it does not commit, neither does anything else, so a crash can neither skip nor double-count.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 
@@ -84,7 +84,7 @@ class KeyUsage:
     requests: int = 0
     cost_chf: Decimal = Decimal(0)
     last_used_at: datetime | None = None
-    daily: dict[date, tuple[int, Decimal]] | None = None
+    daily: dict[date, tuple[int, Decimal]] = field(default_factory=dict)
 
 
 async def usage_of_keys(
@@ -105,7 +105,7 @@ async def usage_of_keys(
             since,
         )
     for row in totals:
-        usage[row["key_id"]] = KeyUsage(row["requests"], row["cost_chf"], row["last_used_at"], {})
+        usage[row["key_id"]] = KeyUsage(row["requests"], row["cost_chf"], row["last_used_at"])
     for row in daily:
         usage[row["key_id"]].daily[row["day"]] = (row["requests"], row["cost_chf"])
     return usage

@@ -41,9 +41,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     """The key cache and the projector run beside the request handlers, for the app's lifetime."""
     connect = functools.partial(db.connect, app[SETTINGS].database_url)
-    app[KEY_CACHE] = KeyCache(connect)
-    app[PROJECTOR] = Projector(connect, USAGE_CHANNEL)
-    tasks = [asyncio.create_task(app[KEY_CACHE].run()), asyncio.create_task(app[PROJECTOR].run())]
+    app[KEY_CACHE] = KeyCache()
+    app[PROJECTOR] = Projector(USAGE_CHANNEL)
+    tasks = [
+        asyncio.create_task(db.keep_connected(connect, app[KEY_CACHE].follow, "key cache", pause=0.2)),
+        asyncio.create_task(db.keep_connected(connect, app[PROJECTOR].lead, "projector", pause=1.0)),
+    ]
     with contextlib.suppress(TimeoutError):  # serve from a warm cache when the database allows it
         async with asyncio.timeout(WARM_UP_SECONDS):
             await app[KEY_CACHE].warmed.wait()

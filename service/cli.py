@@ -74,7 +74,6 @@ async def _prepare_database(settings: Settings) -> list[str]:
 
 
 def serve(args: argparse.Namespace) -> int:
-
     settings = from_environment()
     settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
     with ExitStack() as stack:

@@ -53,11 +53,9 @@ class KeyledgerClient:
     ):
         self._base = base_url.rstrip("/")
         self._service_headers = {"Authorization": f"Bearer {service_token}"}
-        self._cache_seconds, self._batch_size, self._flush_interval = (
-            cache_seconds,
-            batch_size,
-            flush_interval,
-        )
+        self._cache_seconds = cache_seconds
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._verdicts: dict[bytes, tuple[float, Verdict]] = {}
         self._buffer: asyncio.Queue[dict] = asyncio.Queue(max_buffer)

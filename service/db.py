@@ -1,8 +1,13 @@
 """Connections: one asyncpg pool per process, every connection running as the service role."""
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 SERVICE_ROLE = "keyledger_app"
 
@@ -41,3 +46,23 @@ def with_database(url: str, database: str) -> str:
     """The same server URL pointing at another database."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + database))
+
+
+async def keep_connected(
+    connect: Callable[[], Awaitable[asyncpg.Connection]],
+    work: Callable[[asyncpg.Connection], Awaitable[None]],
+    name: str,
+    pause: float,
+) -> None:
+    """Run `work` on a dedicated connection, forever: after the connection fails, wait `pause`
+    seconds and run it again on a new one. For listeners and leaders, which must not share a pool."""
+    while True:
+        try:
+            connection = await connect()
+            try:
+                await work(connection)
+            finally:
+                await connection.close()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.warning("%s lost its database connection (%s); reconnecting", name, type(error).__name__)
+            await asyncio.sleep(pause)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
-from events.model import Event, event_encoder, event_type
+from events.model import Event, UsageRecorded, event_encoder, event_type
 from events.stored import StoredEvent
 
 APPEND_LOCK = 0x6B65796C65646702
@@ -72,14 +72,9 @@ async def append(
 
 
 async def append_usage(
-    connection: asyncpg.Connection,
-    account_ids: list[str],
-    key_ids: list[str],
-    request_ids: list[str],
-    data: list[bytes],
-    metadata: dict,
+    connection: asyncpg.Connection, usage: Sequence[tuple[str, UsageRecorded]], metadata: dict
 ) -> int:
-    """Append UsageRecorded events in one statement; returns how many were new.
+    """Append (account_id, UsageRecorded) pairs in one statement; returns how many were new.
 
     A request_id already in the log (or twice in this batch) is skipped: that is the idempotency
     the gateway relies on, enforced by the unique constraint on idempotency_key.
@@ -97,10 +92,10 @@ async def append_usage(
                ON CONFLICT (idempotency_key) DO NOTHING
                RETURNING 1)
            SELECT count(*) FROM inserted""",
-        account_ids,
-        key_ids,
-        request_ids,
-        data,
+        [account_id for account_id, _ in usage],
+        [event.key_id for _, event in usage],
+        [event.request_id for _, event in usage],
+        [event_encoder.encode(event) for _, event in usage],
         msgspec.json.encode(metadata),
     )
     if accepted:

@@ -7,7 +7,6 @@ import msgspec
 from aiohttp import web
 
 from events.account import SetSubscription
-from events.model import event_encoder
 from events.usage import UsageBatch, UsageRejected, check_batch
 from service import commands, eventstore
 from service.appkeys import POOL, SETTINGS
@@ -58,10 +57,7 @@ async def record_usage(request: web.Request) -> web.Response:
         async with connection.transaction():
             accepted = await eventstore.append_usage(
                 connection,
-                [accounts[event.key_id] for event in recorded],
-                [event.key_id for event in recorded],
-                [event.request_id for event in recorded],
-                [event_encoder.encode(event) for event in recorded],
+                [(accounts[event.key_id], event) for event in recorded],
                 {"actor": "gateway", "client": request.remote},
             )
     return web.json_response({"accepted": accepted, "duplicates": len(recorded) - accepted}, status=202)

@@ -9,16 +9,12 @@ verification reads the database, and fails closed if that fails too.
 
 import asyncio
 import contextlib
-import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
 
 from service.eventstore import LIFECYCLE_CHANNEL
-
-log = logging.getLogger(__name__)
 
 STALE_AFTER = 3.0
 POLL_INTERVAL = 1.0
@@ -28,12 +24,12 @@ POLL_INTERVAL = 1.0
 class KeyEntry:
     key_id: str
     account_id: str
-    active: bool
 
 
 class KeyCache:
-    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]]):
-        self._connect = connect
+    """Holds the active keys only: a revoked key and an unknown one get the same answer."""
+
+    def __init__(self):
         self._keys: dict[bytes, KeyEntry] = {}
         self._subscribed: set[str] = set()
         self._key_position = 0
@@ -48,24 +44,18 @@ class KeyCache:
         return self._listening and time.monotonic() - self._confirmed_at < STALE_AFTER
 
     def key(self, digest: bytes) -> KeyEntry | None:
+        """The active key with this digest, or None."""
         return self._keys.get(digest)
 
     def subscribed(self, account_id: str) -> bool:
         return account_id in self._subscribed
 
-    async def run(self) -> None:
-        while True:
-            try:
-                connection = await self._connect()
-                try:
-                    await self._follow(connection)
-                finally:
-                    self._listening = False
-                    await connection.close()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                log.warning("key cache lost its database connection (%s); reconnecting", type(error).__name__)
-                self._listening = False
-                await asyncio.sleep(0.2)
+    async def follow(self, connection: asyncpg.Connection) -> None:
+        """Follow changes on this connection until it is lost (the shell then gives us a new one)."""
+        try:
+            await self._follow(connection)
+        finally:
+            self._listening = False
 
     async def _follow(self, connection: asyncpg.Connection) -> None:
         lost = asyncio.Event()
@@ -89,7 +79,6 @@ class KeyCache:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(POLL_INTERVAL):
                     await self._wake.wait()
-        self._listening = False
 
     async def _catch_up(self, connection: asyncpg.Connection) -> None:
         for row in await connection.fetch(
@@ -97,7 +86,10 @@ class KeyCache:
                FROM api_keys WHERE updated_position > $1 ORDER BY updated_position""",
             self._key_position,
         ):
-            self._keys[row["key_digest"]] = KeyEntry(row["key_id"], row["account_id"], row["active"])
+            if row["active"]:
+                self._keys[row["key_digest"]] = KeyEntry(row["key_id"], row["account_id"])
+            else:
+                self._keys.pop(row["key_digest"], None)
             self._key_position = row["updated_position"]
         for row in await connection.fetch(
             """SELECT account_id, status = 'active' AS active, updated_position

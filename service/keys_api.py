@@ -22,7 +22,6 @@ from service.usage_view import usage_block, window
 routes = web.RouteTableDef()
 BASE = "/api/v1/accounts/user/api-keys"
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-_KEY_NOT_FOUND = "No API key with this id exists in your account."
 
 
 class KeyName(msgspec.Struct, forbid_unknown_fields=True):
@@ -69,7 +68,7 @@ async def _key_object(pool: asyncpg.Pool, principal: Principal, key_id: str) -> 
     async with pool.acquire() as connection:
         row = await accounts_projection.get_key(connection, principal.account_id, key_id)
         if row is None:
-            raise KeyNotFound(_KEY_NOT_FOUND)
+            raise KeyNotFound()
         [key] = await key_objects(connection, [row])
     return key
 
@@ -134,7 +133,7 @@ async def key_history(request: web.Request) -> web.Response:
     pool = request.app[POOL]
     async with pool.acquire() as connection:
         if await accounts_projection.get_key(connection, principal.account_id, key_id) is None:
-            raise KeyNotFound(_KEY_NOT_FOUND)
+            raise KeyNotFound()
         stream = await eventstore.read_stream(connection, commands.stream_of(principal.account_id))
     history = []
     for stored in stream:

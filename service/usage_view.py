@@ -19,7 +19,7 @@ def window(today: date | None = None) -> list[date]:
 
 
 def usage_block(usage: KeyUsage | None, days: list[date]) -> dict:
-    usage = usage or KeyUsage(daily={})
+    usage = usage or KeyUsage()
     daily = [(day, *usage.daily.get(day, (0, Decimal(0)))) for day in days]
     return {
         "total_requests": usage.requests,

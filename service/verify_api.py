@@ -21,15 +21,14 @@ NO_SUBSCRIPTION = ApiError(
 async def _from_database(request: web.Request, digest: bytes) -> tuple[KeyEntry | None, bool]:
     async with request.app[POOL].acquire() as connection:
         row = await connection.fetchrow(
-            """SELECT k.key_id, k.account_id, k.status = 'active' AS active,
-                      coalesce(s.status = 'active', false) AS subscribed
+            """SELECT k.key_id, k.account_id, coalesce(s.status = 'active', false) AS subscribed
                FROM api_keys k LEFT JOIN subscriptions s USING (account_id)
-               WHERE k.key_digest = $1""",
+               WHERE k.key_digest = $1 AND k.status = 'active'""",
             digest,
         )
     if row is None:
         return None, False
-    return KeyEntry(row["key_id"], row["account_id"], row["active"]), row["subscribed"]
+    return KeyEntry(row["key_id"], row["account_id"]), row["subscribed"]
 
 
 @routes.route("GET", "/api/v1/auth/verify")
@@ -38,14 +37,14 @@ async def verify(request: web.Request) -> web.Response:
     key = bearer_token(request, "the API key (sk-…)")
     if not apikey.is_well_formed(key):
         raise INVALID_KEY
-    digest = hashlib.sha256(key.encode("ascii")).digest()
+    digest = hashlib.sha256(key.encode()).digest()
     cache = request.app[KEY_CACHE]
     if cache.fresh:
         entry = cache.key(digest)
         subscribed = entry is not None and cache.subscribed(entry.account_id)
     else:  # the cache cannot prove it is fresh: ask the database, fail closed if it cannot answer
         entry, subscribed = await _from_database(request, digest)
-    if entry is None or not entry.active:
+    if entry is None:
         raise INVALID_KEY
     if not subscribed:
         raise NO_SUBSCRIPTION

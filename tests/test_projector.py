@@ -18,7 +18,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from events.model import ApiKeyRevoked, UsageRecorded, event_encoder
+from events.model import ApiKeyRevoked, UsageRecorded
 from projections import usage as usage_projection
 from projections.projector import PROJECTOR_LOCK, Projector
 from projections.usage import project_batch
@@ -68,12 +68,7 @@ async def append_usage(connection: asyncpg.Connection, events: list[UsageRecorde
     """Append as the usage endpoint does; `hold` keeps the transaction open before its commit."""
     async with connection.transaction():
         accepted = await eventstore.append_usage(
-            connection,
-            [ACCOUNTS[event.key_id] for event in events],
-            [event.key_id for event in events],
-            [event.request_id for event in events],
-            [event_encoder.encode(event) for event in events],
-            {"actor": "test"},
+            connection, [(ACCOUNTS[event.key_id], event) for event in events], {"actor": "test"}
         )
         if hold:
             await asyncio.sleep(hold)
@@ -329,8 +324,11 @@ async def test_concurrent_writers_and_crashing_projectors_end_exact(
 
 
 @contextlib.contextmanager
-def running(projectors: list[Projector]) -> Iterator[list[asyncio.Task]]:
-    tasks = [asyncio.create_task(projector.run()) for projector in projectors]
+def running(connect, projectors: list[Projector]) -> Iterator[list[asyncio.Task]]:
+    tasks = [
+        asyncio.create_task(db.keep_connected(connect, projector.lead, "projector", pause=1))
+        for projector in projectors
+    ]
     try:
         yield tasks
     finally:
@@ -371,9 +369,9 @@ async def wait_for_projection(admin: asyncpg.Connection, requests: int, within: 
 @pytest.mark.parametrize("failure", ["task cancelled", "session killed"])
 async def test_when_the_leader_goes_another_projector_takes_over(database_url, admin, connection, failure):
     connect = functools.partial(db.connect, database_url)
-    projectors = [Projector(connect, eventstore.USAGE_CHANNEL) for _ in range(2)]
+    projectors = [Projector(eventstore.USAGE_CHANNEL) for _ in range(2)]
     rng = random.Random(7)
-    with running(projectors) as tasks:
+    with running(connect, projectors) as tasks:
         await wait_until(lambda: len(leaders(projectors)) == 1, within=5)
         # Exactly one leads, and keeps leading while the other polls for the lock.
         deadline = time.monotonic() + 1.5
