@@ -56,6 +56,10 @@ def _banner(settings: Settings, service_token_generated: bool) -> str:
             "       -H 'Content-Type: application/json' -d '{\"name\": \"Production backend\"}'",
             f'  curl -s -X POST {base}/$KEY_ID/revoke/ -H "Authorization: Bearer $TOKEN"',
             f'  curl -s {base}/$KEY_ID/events/ -H "Authorization: Bearer $TOKEN"',
+            "",
+            f"Verify a key as a gateway would ({DEMO_ACCOUNT} has an active subscription):",
+            "  export KEY=sk-…   # the key from the create answer, shown only that once",
+            f'  curl -s {root}/api/v1/auth/verify -H "Authorization: Bearer $KEY"',
         ]
     return "\n".join(lines)
 
