@@ -345,10 +345,14 @@ def management_requests(key_id: str) -> list[tuple[str, str, dict]]:
 )
 async def test_a_request_without_bearer_credentials_answers_401(client, admin, key, authorization):
     headers = {} if authorization is None else {"Authorization": authorization}
+    await expect_401_on_every_endpoint(client, admin, key["id"], headers, "authentication_required")
+
+
+async def expect_401_on_every_endpoint(client, admin, key_id: str, headers: dict, type_: str) -> None:
     before = await snapshot(admin)
-    for method, path, kwargs in management_requests(key["id"]):
+    for method, path, kwargs in management_requests(key_id):
         response = await client.request(method, path, headers=headers, **kwargs)
-        await expect_error(response, 401, "authentication_required")
+        await expect_error(response, 401, type_)
         assert response.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
     assert await snapshot(admin) == before
 
@@ -483,12 +487,7 @@ BAD_TOKENS = {
 @pytest.mark.parametrize("make_token", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
 async def test_an_unacceptable_token_answers_401_invalid_token(client, admin, key, make_token):
     headers = {"Authorization": f"Bearer {make_token()}"}
-    before = await snapshot(admin)
-    for method, path, kwargs in management_requests(key["id"]):
-        response = await client.request(method, path, headers=headers, **kwargs)
-        await expect_error(response, 401, "invalid_token")
-        assert response.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
-    assert await snapshot(admin) == before
+    await expect_401_on_every_endpoint(client, admin, key["id"], headers, "invalid_token")
 
 
 async def test_account_id_defaults_to_sub_and_wins_when_present(client):
