@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from projections.projector import Projector
-from service import db, internal_api, keys_api, ops_api, verify_api
+from service import audit_api, db, internal_api, keys_api, ops_api, verify_api
 from service.appkeys import KEY_CACHE, POOL, PROJECTOR, SETTINGS, TOKENS
 from service.auth import TokenVerifier
 from service.bodies import LARGEST_BODY_LIMIT
@@ -70,5 +70,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(keys_api.routes)
     app.add_routes(verify_api.routes)
     app.add_routes(internal_api.routes)
+    app.add_routes(audit_api.routes)
     app.add_routes(ops_api.routes)
     return app
