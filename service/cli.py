@@ -120,7 +120,9 @@ def token(args: argparse.Namespace) -> int:
 def _tool_commands() -> list:
     """`register(subparsers)` of every module that adds a subcommand (imported late: tools are optional
     for `serve`)."""
-    return []
+    from service import audit_cli
+
+    return [audit_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:
