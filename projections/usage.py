@@ -11,6 +11,7 @@ from decimal import Decimal
 import asyncpg
 
 PROJECTOR = "usage"
+LAST_POSITION = 2**63 - 1
 
 _USAGE_IN_RANGE = """
     usage AS (
@@ -23,8 +24,9 @@ _USAGE_IN_RANGE = """
 """
 
 
-async def project_batch(connection: asyncpg.Connection, limit: int = 50_000) -> int:
-    """Fold up to `limit` events after the checkpoint into the projections; returns how many were read.
+async def project_batch(connection: asyncpg.Connection, limit: int = 50_000, up_to: int | None = None) -> int:
+    """Fold up to `limit` events after the checkpoint (and none after position `up_to`, when given) into
+    the projections; returns how many were read.
 
     Must run inside a transaction (the checkpoint row is locked until it commits).
     """
@@ -39,9 +41,11 @@ async def project_batch(connection: asyncpg.Connection, limit: int = 50_000) -> 
     )
     end, count = await connection.fetchrow(
         """SELECT max(position), count(*) FROM (
-               SELECT position FROM events WHERE position > $1 ORDER BY position LIMIT $2) AS batch""",
+               SELECT position FROM events WHERE position > $1 AND position <= $3
+               ORDER BY position LIMIT $2) AS batch""",
         start,
         limit,
+        LAST_POSITION if up_to is None else up_to,
     )
     if not count:
         return 0

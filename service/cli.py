@@ -120,9 +120,9 @@ def token(args: argparse.Namespace) -> int:
 def _tool_commands() -> list:
     """`register(subparsers)` of every module that adds a subcommand (imported late: tools are optional
     for `serve`)."""
-    from service import audit_cli, usage_report
+    from service import audit_cli, replay_cli, usage_report
 
-    return [audit_cli.register, usage_report.register]
+    return [audit_cli.register, usage_report.register, replay_cli.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from projections.replay import RESET_CHANNEL
 from service.eventstore import LIFECYCLE_CHANNEL
 
 STALE_AFTER = 3.0
@@ -38,6 +39,7 @@ class KeyCache:
         self._confirmed_at = float("-inf")  # time.monotonic() of the last successful catch-up
         self._wake = asyncio.Event()
         self.warmed = asyncio.Event()  # set after the first complete load
+        self._reload = False  # a replay swap rewrote the projections: load everything again
 
     @property
     def fresh(self) -> bool:
@@ -67,6 +69,7 @@ class KeyCache:
 
         connection.add_termination_listener(on_termination)
         await connection.add_listener(LIFECYCLE_CHANNEL, lambda *_: self._wake.set())
+        await connection.add_listener(RESET_CHANNEL, lambda *_: self._reload_all())
         # Listen first, then catch up: nothing committed in between can be missed. The cache calls
         # itself fresh only once that catch-up has returned.
         while not lost.is_set():
@@ -80,7 +83,21 @@ class KeyCache:
                 async with asyncio.timeout(POLL_INTERVAL):
                     await self._wake.wait()
 
+    def _reload_all(self) -> None:
+        self._reload = True
+        self._wake.set()
+
     async def _catch_up(self, connection: asyncpg.Connection) -> None:
+        if self._reload:
+            self._reload = False
+            fresh = KeyCache()
+            await fresh._catch_up(connection)
+            self._keys, self._subscribed = fresh._keys, fresh._subscribed
+            self._key_position, self._subscription_position = (
+                fresh._key_position,
+                fresh._subscription_position,
+            )
+            return
         for row in await connection.fetch(
             """SELECT key_digest, key_id, account_id, status = 'active' AS active, updated_position
                FROM api_keys WHERE updated_position > $1 ORDER BY updated_position""",
