@@ -13,7 +13,7 @@ from events.model import account_event_decoder, public_fields
 from projections import accounts as accounts_projection
 from projections import usage as usage_projection
 from projections.usage import KeyUsage
-from service import commands, eventstore
+from service import commands, eventstore, time_travel
 from service.appkeys import POOL, TOKENS
 from service.auth import Principal, bearer_token
 from service.bodies import read_json
@@ -93,9 +93,14 @@ async def create_key(request: web.Request) -> web.Response:
 @routes.get(f"{BASE}/")
 async def list_keys(request: web.Request) -> web.Response:
     principal = user(request)
+    as_of = time_travel.as_of_parameter(request.query)
     async with request.app[POOL].acquire() as connection:
-        rows = await accounts_projection.list_keys(connection, principal.account_id)
-        keys = await key_objects(connection, rows)
+        if as_of is None:
+            rows = await accounts_projection.list_keys(connection, principal.account_id)
+            keys = await key_objects(connection, rows)
+        else:
+            past = await time_travel.keys_as_of(connection, principal.account_id, as_of)
+            keys = [key_object(row, past.usage.get(row["key_id"]), past.days) for row in past.rows]
     return json_response({"data": keys})
 
 
