@@ -12,6 +12,7 @@ from aiohttp import web
 
 from events.account import SetSubscription
 from service import commands, db, migrations
+from service.access_log import AccessLog
 from service.app import create_app
 from service.auth import issue_token
 from service.config import Settings, from_environment
@@ -94,7 +95,13 @@ def serve(args: argparse.Namespace) -> int:
         if applied:
             print(f"Applied migrations: {', '.join(applied)}", flush=True)
         print(_banner(settings, not os.environ.get("KEYLEDGER_SERVICE_TOKEN")), flush=True)
-        web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            print=None,
+            access_log_class=AccessLog,
+        )
     return 0
 
 

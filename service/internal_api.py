@@ -13,6 +13,7 @@ from service.appkeys import POOL, SETTINGS
 from service.auth import check_service_token
 from service.bodies import LARGEST_BODY_LIMIT, read_json
 from service.errors import ApiError
+from service.verify_api import catch_up_key_cache
 
 routes = web.RouteTableDef()
 
@@ -36,6 +37,7 @@ async def set_subscription(request: web.Request) -> web.Response:
     command = SetSubscription(active=body.status == "active", plan=body.plan)
     metadata = {"actor": "service", "client": request.remote}
     state, _ = await commands.execute(request.app[POOL], account_id, command, metadata)
+    await catch_up_key_cache(request.app)
     return web.json_response(
         {"account_id": account_id, "status": body.status, "plan": state.subscription_plan}
     )

@@ -40,6 +40,7 @@ class KeyCache:
         self._wake = asyncio.Event()
         self.warmed = asyncio.Event()  # set after the first complete load
         self._reload = False  # a replay swap rewrote the projections: load everything again
+        self._catching_up = asyncio.Lock()  # one catch-up at a time, so an older read never lands last
 
     @property
     def fresh(self) -> bool:
@@ -74,7 +75,7 @@ class KeyCache:
         # itself fresh only once that catch-up has returned.
         while not lost.is_set():
             self._wake.clear()
-            await self._catch_up(connection)
+            await self.catch_up(connection)
             self._confirmed_at = time.monotonic()
             self._listening = True
             self.warmed.set()
@@ -86,6 +87,13 @@ class KeyCache:
     def _reload_all(self) -> None:
         self._reload = True
         self._wake.set()
+
+    async def catch_up(self, connection: asyncpg.Connection) -> None:
+        """Apply every change past the positions seen so far. The listener calls it on each hint; a
+        handler calls it after its own lifecycle command, so this process refuses a key it has just
+        revoked even if its listener has died and does not know it yet."""
+        async with self._catching_up:
+            await self._catch_up(connection)
 
     async def _catch_up(self, connection: asyncpg.Connection) -> None:
         if self._reload:

@@ -18,6 +18,7 @@ from service.appkeys import POOL, TOKENS
 from service.auth import Principal, bearer_token
 from service.bodies import read_json
 from service.usage_view import usage_block, window
+from service.verify_api import catch_up_key_cache
 
 routes = web.RouteTableDef()
 BASE = "/api/v1/accounts/user/api-keys"
@@ -86,6 +87,7 @@ async def create_key(request: web.Request) -> web.Response:
     )
     pool = request.app[POOL]
     await commands.execute(pool, principal.account_id, command, metadata(request, principal))
+    await catch_up_key_cache(request.app)
     created = await _key_object(pool, principal, command.key_id)
     return json_response({**created, "key": secret}, status=201)
 
@@ -128,6 +130,7 @@ async def revoke_key(request: web.Request) -> web.Response:
     key_id = request.match_info["key_id"]
     pool = request.app[POOL]
     await commands.execute(pool, principal.account_id, RevokeKey(key_id), metadata(request, principal))
+    await catch_up_key_cache(request.app)
     return json_response(await _key_object(pool, principal, key_id))
 
 

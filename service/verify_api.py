@@ -1,16 +1,19 @@
 """Key verification: what the gateway asks on every request (nginx auth_request, ForwardAuth)."""
 
 import hashlib
+import logging
 
+import msgspec
 from aiohttp import web
 
 from events import apikey
 from service.appkeys import KEY_CACHE, POOL
 from service.auth import bearer_token
-from service.errors import ApiError
+from service.errors import DATABASE_UNAVAILABLE, ApiError
 from service.keycache import KeyEntry
 
 routes = web.RouteTableDef()
+log = logging.getLogger(__name__)
 
 INVALID_KEY = ApiError(403, "forbidden", "Invalid or revoked API key")
 NO_SUBSCRIPTION = ApiError(
@@ -31,6 +34,18 @@ async def _from_database(request: web.Request, digest: bytes) -> tuple[KeyEntry 
     return KeyEntry(row["key_id"], row["account_id"]), row["subscribed"]
 
 
+async def catch_up_key_cache(app: web.Application) -> None:
+    """After a lifecycle command of this process: its own key cache reflects it before the answer.
+
+    Best effort: the command has committed, so a database that fails now must not turn its answer
+    (a new key shown only once) into an error; the listener catches up when it can."""
+    try:
+        async with app[POOL].acquire() as connection:
+            await app[KEY_CACHE].catch_up(connection)
+    except DATABASE_UNAVAILABLE as error:
+        log.warning("key cache not caught up after a command (%s)", type(error).__name__)
+
+
 @routes.route("GET", "/api/v1/auth/verify")
 @routes.route("POST", "/api/v1/auth/verify")
 async def verify(request: web.Request) -> web.Response:
@@ -48,7 +63,8 @@ async def verify(request: web.Request) -> web.Response:
         raise INVALID_KEY
     if not subscribed:
         raise NO_SUBSCRIPTION
-    return web.json_response(
-        {"valid": True, "key_id": entry.key_id, "account_id": entry.account_id},
+    return web.Response(
+        body=msgspec.json.encode({"valid": True, "key_id": entry.key_id, "account_id": entry.account_id}),
+        content_type="application/json",
         headers={"X-Keyledger-Key-Id": entry.key_id, "X-Keyledger-Account-Id": entry.account_id},
     )
