@@ -9,6 +9,7 @@ verification reads the database, and fails closed if that fails too.
 
 import asyncio
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from service.eventstore import LIFECYCLE_CHANNEL
 
 STALE_AFTER = 3.0
 POLL_INTERVAL = 1.0
+PAGE = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,16 +108,21 @@ class KeyCache:
                 fresh._subscription_position,
             )
             return
-        for row in await connection.fetch(
+        # In pages (keyset on updated_position, unique: one event changes one key), so a first load of
+        # a million keys never holds all their rows at once.
+        while rows := await connection.fetch(
             """SELECT key_digest, key_id, account_id, status = 'active' AS active, updated_position
-               FROM api_keys WHERE updated_position > $1 ORDER BY updated_position""",
+               FROM api_keys WHERE updated_position > $1 ORDER BY updated_position LIMIT $2""",
             self._key_position,
+            PAGE,
         ):
-            if row["active"]:
-                self._keys[row["key_digest"]] = KeyEntry(row["key_id"], row["account_id"])
-            else:
-                self._keys.pop(row["key_digest"], None)
-            self._key_position = row["updated_position"]
+            for row in rows:
+                if row["active"]:
+                    # Interned: an account's keys share one account string.
+                    self._keys[row["key_digest"]] = KeyEntry(row["key_id"], sys.intern(row["account_id"]))
+                else:
+                    self._keys.pop(row["key_digest"], None)
+            self._key_position = rows[-1]["updated_position"]
         for row in await connection.fetch(
             """SELECT account_id, status = 'active' AS active, updated_position
                FROM subscriptions WHERE updated_position > $1 ORDER BY updated_position""",
