@@ -42,50 +42,59 @@ class _NewEvent:
     account_id: str
     type: str
     data: bytes
+    fields: dict  # data decoded, for the hash: made before APPEND_LOCK is taken
     idempotency_key: str | None = None
 
 
-async def _insert(
-    connection: asyncpg.Connection, new: Sequence[_NewEvent], metadata: dict
-) -> list[StoredEvent]:
-    """Insert with positions, times and chained hashes drawn here; the caller holds APPEND_LOCK."""
-    head = (
-        await connection.fetchval("SELECT hash FROM events ORDER BY position DESC LIMIT 1") or chain.GENESIS
+def _new_event(stream_id, version, account_id, event: Event, idempotency_key=None) -> _NewEvent:
+    data = event_encoder.encode(event)
+    return _NewEvent(
+        stream_id, version, account_id, event_type(event), data, msgspec.json.decode(data), idempotency_key
     )
+
+
+_INSERT = """
+    INSERT INTO events (position, stream_id, version, account_id, type, data, metadata,
+                        recorded_at, idempotency_key, hash)
+    OVERRIDING SYSTEM VALUE
+    SELECT t.position, t.stream_id, t.version, t.account_id, t.type, t.data, $6, $7, t.key, t.hash
+    FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $8::jsonb[],
+                $9::text[], $10::bytea[])
+         AS t(position, stream_id, version, account_id, type, data, key, hash)
+    ORDER BY t.position"""
+
+
+async def _insert(
+    connection: asyncpg.Connection, new: Sequence[_NewEvent], metadata: dict, returning: bool
+) -> list[StoredEvent]:
+    """Insert with positions, times and chained hashes drawn here; the caller holds APPEND_LOCK, so
+    everything here is serial: keep it short."""
     # Under APPEND_LOCK both the positions and the database clock advance in log order.
-    positions = await connection.fetch(
-        "SELECT nextval('events_position_seq') AS position, clock_timestamp() AS now FROM generate_series(1, $1)",
+    drawn = await connection.fetch(
+        """SELECT nextval('events_position_seq') AS position, clock_timestamp() AS now,
+                  (SELECT hash FROM events ORDER BY position DESC LIMIT 1) AS head
+           FROM generate_series(1, $1)""",
         len(new),
     )
-    recorded_at = positions[0]["now"]
+    head, recorded_at = drawn[0]["head"] or chain.GENESIS, drawn[0]["now"]
     meta_json = msgspec.json.encode(metadata)
-    meta = msgspec.json.decode(meta_json)
+    shared = {"metadata": msgspec.json.decode(meta_json), "recorded_at": chain.timestamp_text(recorded_at)}
     hashes = []
-    for row, event in zip(positions, new, strict=True):
+    for row, event in zip(drawn, new, strict=True):
         record = {
+            **shared,
             "position": row["position"],
             "stream_id": event.stream_id,
             "version": event.version,
             "account_id": event.account_id,
             "type": event.type,
-            "data": msgspec.json.decode(event.data),
-            "metadata": meta,
-            "recorded_at": chain.timestamp_text(recorded_at),
+            "data": event.fields,
             "idempotency_key": event.idempotency_key,
         }
         head = chain.link(head, record)
         hashes.append(head)
-    rows = await connection.fetch(
-        f"""INSERT INTO events (position, stream_id, version, account_id, type, data, metadata,
-                                recorded_at, idempotency_key, hash)
-            OVERRIDING SYSTEM VALUE
-            SELECT t.position, t.stream_id, t.version, t.account_id, t.type, t.data, $6, $7, t.key, t.hash
-            FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $8::jsonb[],
-                        $9::text[], $10::bytea[])
-                 AS t(position, stream_id, version, account_id, type, data, key, hash)
-            ORDER BY t.position
-            RETURNING {_COLUMNS}""",
-        [row["position"] for row in positions],
+    arguments = (
+        [row["position"] for row in drawn],
         [event.stream_id for event in new],
         [event.version for event in new],
         [event.account_id for event in new],
@@ -96,7 +105,10 @@ async def _insert(
         [event.idempotency_key for event in new],
         hashes,
     )
-    return [_stored(row) for row in rows]
+    if not returning:
+        await connection.execute(_INSERT, *arguments)
+        return []
+    return [_stored(row) for row in await connection.fetch(f"{_INSERT} RETURNING {_COLUMNS}", *arguments)]
 
 
 async def append(
@@ -115,11 +127,11 @@ async def append(
     if (actual or 0) != expected_version:
         raise WrongExpectedVersion(stream_id, expected_version, actual)
     new = [
-        _NewEvent(stream_id, expected_version + n, account_id, event_type(event), event_encoder.encode(event))
+        _new_event(stream_id, expected_version + n, account_id, event)
         for n, event in enumerate(new_events, start=1)
     ]
     try:
-        stored = await _insert(connection, new, metadata)
+        stored = await _insert(connection, new, metadata, returning=True)
     except asyncpg.UniqueViolationError as error:  # a writer that bypassed the lock
         raise WrongExpectedVersion(stream_id, expected_version, None) from error
     await connection.execute("SELECT pg_notify($1, $2)", LIFECYCLE_CHANNEL, str(stored[-1].position))
@@ -137,24 +149,25 @@ async def append_usage(
     """
     if not connection.is_in_transaction():
         raise RuntimeError("append_usage must run inside a transaction")
+    candidates = [
+        _new_event(f"usage-{event.key_id}", None, account_id, event, event.request_id)
+        for account_id, event in usage
+    ]  # encoded before the lock: everything under it is serial
     await connection.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
     known = {
         row["idempotency_key"]
         for row in await connection.fetch(
             "SELECT idempotency_key FROM events WHERE idempotency_key = ANY($1::text[])",
-            [event.request_id for _, event in usage],
+            [candidate.idempotency_key for candidate in candidates],
         )
     }
     new = []
-    for account_id, event in usage:
-        if event.request_id not in known:
-            known.add(event.request_id)
-            data = event_encoder.encode(event)
-            new.append(
-                _NewEvent(f"usage-{event.key_id}", None, account_id, "UsageRecorded", data, event.request_id)
-            )
+    for candidate in candidates:
+        if candidate.idempotency_key not in known:
+            known.add(candidate.idempotency_key)
+            new.append(candidate)
     if new:
-        await _insert(connection, new, metadata)
+        await _insert(connection, new, metadata, returning=False)
         await connection.execute("SELECT pg_notify($1, '')", USAGE_CHANNEL)
     return len(new)
 
