@@ -1,0 +1,123 @@
+"""The key view with its 30-day usage, over a big stored log, against the same view on an empty store.
+
+The log is filled in SQL as the database owner (the point is the size of the log and projections, not
+how they got there): UsageRecorded rows over many keys and accounts and the last 35 days, with
+idempotency keys but no hash (the chain is not what is measured), then projected as the projector does.
+"""
+
+import asyncio
+import time
+
+import asyncpg
+
+from bench.harness import Context, Figure, median_of, service, user_token, wrk
+from events import apikey
+from events.account import CreateKey
+from projections import usage
+from service import commands, db
+
+ACCOUNT = "acct_view"
+CONNECTIONS = 8
+KEYS = 10_000  # usage is spread over this many keys, five per account; the viewed key is one of them
+
+CHUNK = 500_000
+_LOAD = """
+    INSERT INTO events (position, stream_id, account_id, type, data, idempotency_key) OVERRIDING SYSTEM VALUE
+    SELECT $6 + n, 'usage-' || key_id, account_id, 'UsageRecorded',
+           jsonb_build_object('type', 'UsageRecorded', 'request_id', 'bench-' || n, 'key_id', key_id,
+                              'occurred_at', now() - (n % 3024000) * interval '1 second',
+                              'cost_chf', '0.000150000', 'units', 1, 'endpoint', '/v1/chat', 'model', 'm'),
+           'bench-' || n
+    FROM generate_series($1::bigint, $2::bigint) AS n,
+         LATERAL (SELECT CASE WHEN n % $3 = 0 THEN $4 ELSE 'key_bench_' || n % $3 END AS key_id,
+                         CASE WHEN n % $3 = 0 THEN $5 ELSE 'acct_bench_' || n % $3 / 5 END AS account_id) AS k
+"""
+
+
+async def create_key(url: str) -> str:
+    pool = await db.create_pool(url, max_size=1)
+    try:
+        secret = apikey.generate()
+        command = CreateKey(apikey.new_key_id(), "viewed", apikey.digest(secret), apikey.last4(secret))
+        await commands.execute(pool, ACCOUNT, command, {"actor": "bench"})
+    finally:
+        await pool.close()
+    return command.key_id
+
+
+async def fill(url: str, events: int, key_id: str) -> None:
+    """`events` UsageRecorded rows, projected into key_usage_totals/daily, then analysed.
+
+    Two connections insert chunks at positions drawn here (so each chunk's range is known) while a third
+    projects every contiguous committed range, as the projector would."""
+    connections = [await asyncpg.connect(url) for _ in range(3)]
+    try:
+        base = await connections[0].fetchval("SELECT max(position) FROM events")
+        chunks = iter(range(1, events + 1, CHUNK))
+        committed: set[int] = set()
+
+        async def insert(connection: asyncpg.Connection) -> None:
+            for start in chunks:
+                end = min(start + CHUNK - 1, events)
+                await connection.execute(_LOAD, start, end, KEYS, key_id, ACCOUNT, base)
+                committed.add(start)
+
+        async def project(connection: asyncpg.Connection) -> None:
+            projected = 0
+            while projected < events:
+                if projected + 1 not in committed:
+                    await asyncio.sleep(0.05)
+                    continue
+                projected = min(projected + CHUNK, events)
+                async with connection.transaction():
+                    while await usage.project_batch(connection, limit=CHUNK, up_to=base + projected):
+                        pass
+
+        await asyncio.gather(insert(connections[0]), insert(connections[1]), project(connections[2]))
+        await connections[0].execute("SELECT setval('events_position_seq', $1)", base + events)
+        await connections[0].execute("VACUUM ANALYZE")
+    finally:
+        for connection in connections:
+            await connection.close()
+
+
+async def view_latency(url: str, key_id: str, seconds: int, repeats: int) -> tuple[float, float, list[float]]:
+    """Median p50 and p99 (ms) of the key view under wrk, and every run's p99."""
+    async with service(url) as port:
+        target = f"http://127.0.0.1:{port}/api/v1/accounts/user/api-keys/{key_id}/"
+        headers = {"Authorization": f"Bearer {user_token(ACCOUNT)}"}
+        p50s = []
+
+        async def p99() -> float:
+            result = await asyncio.to_thread(
+                wrk, target, seconds=seconds, connections=CONNECTIONS, headers=headers
+            )
+            if result.errors:
+                raise RuntimeError(f"{result.errors} errors while loading {target}")
+            p50s.append(result.p50_ms)
+            return result.p99_ms
+
+        p99_median, runs = await median_of(repeats, p99)
+    return sorted(p50s)[len(p50s) // 2], p99_median, runs
+
+
+async def run(context: Context) -> list[Figure]:
+    events = context.size(full=10_000_000, quick=10_000)
+    seconds = context.size(full=10, quick=1)
+    async with context.database() as url:
+        key_id = await create_key(url)
+        empty_p50, empty_p99, _ = await view_latency(url, key_id, seconds, context.repeats)
+        started = time.monotonic()
+        await fill(url, events, key_id)
+        load_seconds = time.monotonic() - started
+        p50, p99, runs = await view_latency(url, key_id, seconds, context.repeats)
+    note = (
+        f"{events:,} UsageRecorded events over {KEYS:,} keys and 35 days, loaded and projected in "
+        f"{load_seconds:.0f} s (bulk SQL as owner, hash column NULL); wrk, {CONNECTIONS} connections"
+    )
+    return [
+        Figure("key_view", f"p50 of a key view, {events:,} usage events stored", p50, "ms",
+               "same view, empty store", empty_p50, note=note),
+        Figure("key_view", f"p99 of a key view, {events:,} usage events stored", p99, "ms",
+               "same view, empty store", empty_p99, "≤ 5 ms", p99 <= 5, runs, note),
+    ]  # fmt: skip

@@ -1,0 +1,84 @@
+"""Peak RSS of one service process whose key cache holds a million keys, against the same with none."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+from bench.harness import SERVICE_PIDS, SERVICE_TOKEN, Context, Figure, service, user_token
+
+ACCOUNT = "acct_memory"
+# api_keys rows straight in SQL as owner (the key cache loads from api_keys; no events are written),
+# with ids, accounts (five keys each) and digests as long as real ones, at positions below the known key.
+_KEYS = """
+    INSERT INTO api_keys (key_id, account_id, name, key_digest, last4, status, created_at,
+                          created_position, updated_position)
+    SELECT 'key_' || left(md5(n::text), 22), 'acct_' || left(md5((n / 5)::text), 16), 'bench',
+           sha256(int8send(n)), 'abcd', 'active', now(), n, n
+    FROM generate_series(1, $1::bigint) AS n
+"""
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024  # kB
+
+
+async def known_key(port: int) -> str:
+    """A key created through the API (after the bulk rows) with an active subscription."""
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+        headers = {"Authorization": f"Bearer {user_token(ACCOUNT)}"}
+        async with session.post(
+            "/api/v1/accounts/user/api-keys/create/", json={"name": "m"}, headers=headers
+        ) as r:
+            key = (await r.json())["key"]
+        async with session.put(
+            f"/api/v1/internal/accounts/{ACCOUNT}/subscription",
+            json={"status": "active", "plan": "bench"},
+            headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+        ) as r:
+            assert r.status == 200, await r.text()
+    return key
+
+
+async def loaded_rss(url: str, key: str) -> tuple[float, float]:
+    """Start a service, wait until its key cache verifies the known key, and return its peak RSS (MB)
+    and the seconds from start to loaded."""
+    started = time.monotonic()
+    async with service(url) as port, aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+        for _ in range(1200):
+            async with session.get("/api/v1/auth/verify", headers={"Authorization": f"Bearer {key}"}) as r:
+                if r.status == 200:
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("the service never loaded its keys")
+        seconds = time.monotonic() - started
+        await asyncio.sleep(0.5)  # the cache's next catch-up, so the peak includes a steady second
+        return peak_rss_mb(SERVICE_PIDS[port]), seconds
+
+
+async def run(context: Context) -> list[Figure]:
+    keys = context.size(full=1_000_000, quick=2_000)
+    async with context.database() as empty_url, context.database() as url:
+        async with service(empty_url) as port:
+            empty_key = await known_key(port)
+        empty_mb, _ = await loaded_rss(empty_url, empty_key)
+        connection = await asyncpg.connect(url)
+        try:
+            await connection.execute(_KEYS, keys)
+            await connection.execute("SELECT setval('events_position_seq', $1)", keys)
+            await connection.execute("VACUUM ANALYZE api_keys")
+        finally:
+            await connection.close()
+        async with service(url) as port:
+            key = await known_key(port)
+        full_mb, seconds = await loaded_rss(url, key)
+    note = f"VmHWM of the service process after its key cache verified a key ({seconds:.1f} s after start)"
+    return [
+        Figure("memory", f"peak RSS of one service process, {keys + 1:,} active keys", full_mb, "MB",
+               "same process, 0 bulk keys (1 key)", empty_mb, "≤ 300 MB", full_mb <= 300, note=note),
+    ]  # fmt: skip

@@ -1,0 +1,96 @@
+"""Key verification through HTTP against a bare aiohttp handler, both loaded by wrk."""
+
+import asyncio
+import contextlib
+import os
+import sys
+
+import aiohttp
+
+from bench.harness import (
+    ROOT,
+    SERVICE_TOKEN,
+    Context,
+    Figure,
+    free_port,
+    median_of,
+    service,
+    user_token,
+    wait_for_port,
+    wrk,
+)
+
+CONNECTIONS = 32
+
+
+@contextlib.asynccontextmanager
+async def bare_app():
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.bare_app", str(port))
+    try:
+        await wait_for_port(port)
+        yield port
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def valid_key(port: int) -> str:
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(base) as session:
+        headers = {"Authorization": f"Bearer {user_token('acct_bench')}"}
+        async with session.post(
+            "/api/v1/accounts/user/api-keys/create/", json={"name": "bench"}, headers=headers
+        ) as r:
+            key = (await r.json())["key"]
+        async with session.put(
+            "/api/v1/internal/accounts/acct_bench/subscription",
+            json={"status": "active", "plan": "bench"},
+            headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+        ) as r:
+            assert r.status == 200, await r.text()
+        for _ in range(50):  # until the key cache has the subscription
+            async with session.get("/api/v1/auth/verify", headers={"Authorization": f"Bearer {key}"}) as r:
+                if r.status == 200:
+                    return key
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the benchmark key never verified")
+
+
+async def run(context: Context) -> list[Figure]:
+    seconds = context.size(full=10, quick=1)
+    async with context.database() as url, service(url) as port, bare_app() as bare_port:
+        key = await valid_key(port)
+        headers = {"Authorization": f"Bearer {key}"}
+        verify_url, bare_url = (
+            f"http://127.0.0.1:{port}/api/v1/auth/verify",
+            f"http://127.0.0.1:{bare_port}/api/v1/auth/verify",
+        )
+
+        async def throughput(target: str) -> float:
+            result = await asyncio.to_thread(
+                wrk, target, seconds=seconds, connections=CONNECTIONS, headers=headers
+            )
+            if result.errors:
+                raise RuntimeError(f"{result.errors} errors while loading {target}")
+            return result.requests_per_second
+
+        verify_rps, verify_runs = await median_of(context.repeats, lambda: throughput(verify_url))
+        bare_rps, _ = await median_of(context.repeats, lambda: throughput(bare_url))
+        rate = verify_rps / 2
+        os.environ["DELAY_MS"] = f"{1000 * CONNECTIONS / rate:.3f}"
+        paced = await asyncio.to_thread(
+            wrk,
+            verify_url,
+            seconds=seconds,
+            connections=CONNECTIONS,
+            headers=headers,
+            script=str(ROOT / "bench" / "paced.lua"),
+        )
+    return [
+        Figure("verify", "requests/s (valid key, warm cache)", verify_rps, "req/s", "bare aiohttp handler", bare_rps,
+               "≥ 0.85 x bare", verify_rps >= 0.85 * bare_rps, verify_runs),
+        Figure("verify", f"p50 at {paced.requests_per_second:,.0f} req/s (half of max)", paced.p50_ms, "ms"),
+        Figure("verify", f"p99 at {paced.requests_per_second:,.0f} req/s, {CONNECTIONS} connections", paced.p99_ms,
+               "ms", goal="≤ 5 ms", met=paced.p99_ms <= 5),
+    ]  # fmt: skip
