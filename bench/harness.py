@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 
 from service import migrations
@@ -161,6 +162,29 @@ def _milliseconds(text: str) -> float:
 
 def machine() -> dict:
     return {"cores": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+async def verified_key(port: int, account: str) -> str:
+    """A key created through the API whose account has an active subscription, once it verifies."""
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(base) as session:
+        headers = {"Authorization": f"Bearer {user_token(account)}"}
+        async with session.post(
+            "/api/v1/accounts/user/api-keys/create/", json={"name": "bench"}, headers=headers
+        ) as r:
+            key = (await r.json())["key"]
+        async with session.put(
+            f"/api/v1/internal/accounts/{account}/subscription",
+            json={"status": "active", "plan": "bench"},
+            headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+        ) as r:
+            assert r.status == 200, await r.text()
+        for _ in range(50):  # until the key cache has the subscription
+            async with session.get("/api/v1/auth/verify", headers={"Authorization": f"Bearer {key}"}) as r:
+                if r.status == 200:
+                    return key
+            await asyncio.sleep(0.05)
+    raise RuntimeError("the benchmark key never verified")
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.harness import SERVICE_PIDS, SERVICE_TOKEN, Context, Figure, service, user_token
+from bench.harness import SERVICE_PIDS, Context, Figure, service, verified_key
 
 ACCOUNT = "acct_memory"
 # api_keys rows straight in SQL as owner (the key cache loads from api_keys; no events are written),
@@ -25,23 +25,6 @@ def peak_rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
     return int(line.split()[1]) / 1024  # kB
-
-
-async def known_key(port: int) -> str:
-    """A key created through the API (after the bulk rows) with an active subscription."""
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
-        headers = {"Authorization": f"Bearer {user_token(ACCOUNT)}"}
-        async with session.post(
-            "/api/v1/accounts/user/api-keys/create/", json={"name": "m"}, headers=headers
-        ) as r:
-            key = (await r.json())["key"]
-        async with session.put(
-            f"/api/v1/internal/accounts/{ACCOUNT}/subscription",
-            json={"status": "active", "plan": "bench"},
-            headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
-        ) as r:
-            assert r.status == 200, await r.text()
-    return key
 
 
 async def loaded_rss(url: str, key: str) -> tuple[float, float]:
@@ -65,7 +48,7 @@ async def run(context: Context) -> list[Figure]:
     keys = context.size(full=1_000_000, quick=2_000)
     async with context.database() as empty_url, context.database() as url:
         async with service(empty_url) as port:
-            empty_key = await known_key(port)
+            empty_key = await verified_key(port, ACCOUNT)
         empty_mb, _ = await loaded_rss(empty_url, empty_key)
         connection = await asyncpg.connect(url)
         try:
@@ -75,7 +58,7 @@ async def run(context: Context) -> list[Figure]:
         finally:
             await connection.close()
         async with service(url) as port:
-            key = await known_key(port)
+            key = await verified_key(port, ACCOUNT)
         full_mb, seconds = await loaded_rss(url, key)
     note = f"VmHWM of the service process after its key cache verified a key ({seconds:.1f} s after start)"
     return [

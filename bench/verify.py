@@ -5,17 +5,14 @@ import contextlib
 import os
 import sys
 
-import aiohttp
-
 from bench.harness import (
     ROOT,
-    SERVICE_TOKEN,
     Context,
     Figure,
     free_port,
     median_of,
     service,
-    user_token,
+    verified_key,
     wait_for_port,
     wrk,
 )
@@ -35,32 +32,10 @@ async def bare_app():
         await process.wait()
 
 
-async def valid_key(port: int) -> str:
-    base = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession(base) as session:
-        headers = {"Authorization": f"Bearer {user_token('acct_bench')}"}
-        async with session.post(
-            "/api/v1/accounts/user/api-keys/create/", json={"name": "bench"}, headers=headers
-        ) as r:
-            key = (await r.json())["key"]
-        async with session.put(
-            "/api/v1/internal/accounts/acct_bench/subscription",
-            json={"status": "active", "plan": "bench"},
-            headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
-        ) as r:
-            assert r.status == 200, await r.text()
-        for _ in range(50):  # until the key cache has the subscription
-            async with session.get("/api/v1/auth/verify", headers={"Authorization": f"Bearer {key}"}) as r:
-                if r.status == 200:
-                    return key
-            await asyncio.sleep(0.05)
-    raise RuntimeError("the benchmark key never verified")
-
-
 async def run(context: Context) -> list[Figure]:
     seconds = context.size(full=10, quick=1)
     async with context.database() as url, service(url) as port, bare_app() as bare_port:
-        key = await valid_key(port)
+        key = await verified_key(port, "acct_bench")
         headers = {"Authorization": f"Bearer {key}"}
         verify_url, bare_url = (
             f"http://127.0.0.1:{port}/api/v1/auth/verify",
