@@ -62,7 +62,9 @@ async def keep_connected(
             try:
                 await work(connection)
             finally:
-                await connection.close()
+                # terminate, not close: a cancellation may have interrupted a query, and close()
+                # would then fail with "another operation is in progress" instead of ending.
+                connection.terminate()
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             log.warning("%s lost its database connection (%s); reconnecting", name, type(error).__name__)
             await asyncio.sleep(pause)
