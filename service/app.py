@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from service.eventstore import USAGE_CHANNEL
 from service.keycache import KeyCache
 
 WARM_UP_SECONDS = 5.0
+log = logging.getLogger(__name__)
 
 
 @web.middleware
@@ -53,9 +55,11 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     yield
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    # A cancellation that lands inside a query can surface as asyncpg's InternalClientError instead
+    # of CancelledError; either way the task is over, and shutting down must not fail on it.
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if not isinstance(outcome, asyncio.CancelledError | None):
+            log.warning("a background task ended with %s while stopping", type(outcome).__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
