@@ -4,6 +4,7 @@
 `evolve(state, event)` folds one event into the state. Both are pure.
 """
 
+import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -19,8 +20,18 @@ from events.model import (
 
 MAX_ACTIVE_KEYS = 5
 MAX_NAME_LENGTH = 100
+# An account id: what account systems hand out (acct_…, UUIDs, e-mail addresses, auth0|…), and nothing
+# that reads as a path (".", "..", "/"), a control character, or text that looks like something else
+# (bidi, zero-width). `(?![\s\S])` is the end of the text in Python and in JSON Schema alike: Python's
+# `$` would let a trailing newline through.
+ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@|+-]{0,99}(?![\s\S])"
+ACCOUNT_ID_RULE = "1 to 100 letters, digits or _ . : @ | + -, starting with a letter or digit"
+_ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN)
 # Bidirectional overrides and isolates can make a name read differently from what it is.
 _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Other invisible format characters (zero-width space, word joiner, BOM, soft hyphen: category Cf) can
+# make two names look the same; only the joiners that emoji sequences and some scripts need may stay.
+_JOINERS = frozenset("\u200c\u200d")
 
 
 class DomainError(Exception):
@@ -107,6 +118,10 @@ class Account:
         return sum(not key.revoked for key in self.keys.values())
 
 
+def is_account_id(text: str) -> bool:
+    return _ACCOUNT_ID.match(text) is not None
+
+
 def normalize_name(name: str) -> str:
     """Trim the name and check it, or raise `InvalidName` saying what to change."""
     name = name.strip()
@@ -115,9 +130,14 @@ def normalize_name(name: str) -> str:
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"The key name is {len(name)} characters long; use at most {MAX_NAME_LENGTH}.")
     for char in name:
-        if char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Cs", "Co"):
+        category = unicodedata.category(char)
+        if (
+            char in _BIDI_CONTROLS
+            or category in ("Cc", "Cs", "Co")
+            or (category == "Cf" and char not in _JOINERS)
+        ):
             raise InvalidName(
-                f"The key name contains the control character U+{ord(char):04X}; use printable characters only."
+                f"The key name contains the control or invisible character U+{ord(char):04X}; use printable characters only."
             )
     return name
 

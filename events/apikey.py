@@ -5,6 +5,7 @@ key be refused without touching a cache or a database.
 """
 
 import hashlib
+import re
 import secrets
 import zlib
 
@@ -56,6 +57,16 @@ def last4(key: str) -> str:
 
 def masked(last_four: str) -> str:
     return MASK + last_four
+
+
+# What new_key_id makes (key_ + base62), with room to grow; `(?![\s\S])` ends the text in Python and
+# in JSON Schema alike.
+KEY_ID_PATTERN = r"^key_[0-9A-Za-z]{1,64}(?![\s\S])"
+_KEY_ID = re.compile(KEY_ID_PATTERN)
+
+
+def is_key_id(text: str) -> bool:
+    return _KEY_ID.match(text) is not None
 
 
 def new_key_id() -> str:

@@ -16,7 +16,7 @@ MAX_BATCH = 10_000
 MAX_AHEAD = timedelta(minutes=5)
 MAX_BEHIND = timedelta(days=35)
 # Non-negative, plain decimal notation, at most 9 places: CHF is exact to the nano-franc.
-_CHF = re.compile(r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,9})?$")
+_CHF = re.compile(r"(0|[1-9][0-9]{0,17})(\.[0-9]{1,9})?")
 
 
 class UsageReport(msgspec.Struct, forbid_unknown_fields=True):
@@ -27,6 +27,23 @@ class UsageReport(msgspec.Struct, forbid_unknown_fields=True):
     units: Annotated[int, msgspec.Meta(ge=0, le=2**53)]
     endpoint: Annotated[str, msgspec.Meta(max_length=500)]
     model: Annotated[str, msgspec.Meta(max_length=200)]
+
+    def __post_init__(self):
+        # Printable text only: no control characters (PostgreSQL refuses NUL, terminals obey ESC),
+        # no bidi or zero-width controls (they make a report read differently from what it holds).
+        # str.isprintable, not a Meta pattern: a regular expression per string made decoding a
+        # 10,000-event batch 3 times slower (16 -> 54 ms); this costs nothing measurable.
+        if not (
+            self.request_id.isprintable()
+            and self.key_id.isprintable()
+            and self.endpoint.isprintable()
+            and self.model.isprintable()
+        ):
+            name = next(n for n in _TEXT_FIELDS if not getattr(self, n).isprintable())
+            raise ValueError(f"{name} holds a control or invisible character; send printable text")
+
+
+_TEXT_FIELDS = ("request_id", "key_id", "endpoint", "model")
 
 
 class UsageBatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,7 +58,7 @@ class UsageRejected(Exception):
 
 def canonical_chf(text: str) -> str | None:
     """The amount with exactly 9 places ("0.00015" -> "0.000150000"), or None if it is not one."""
-    return f"{Decimal(text):.9f}" if _CHF.match(text) else None
+    return f"{Decimal(text):.9f}" if _CHF.fullmatch(text) else None
 
 
 def check_batch(reports: list[UsageReport], known_keys: set[str], now: datetime) -> list[UsageRecorded]:

@@ -9,13 +9,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from projections.projector import Projector
-from service import audit_api, db, internal_api, keys_api, ops_api, verify_api
+from service import audit_api, db, internal_api, keys_api, metrics_api, openapi, ops_api, verify_api
 from service.appkeys import KEY_CACHE, POOL, PROJECTOR, SETTINGS, TOKENS
 from service.auth import TokenVerifier
 from service.bodies import LARGEST_BODY_LIMIT
 from service.config import Settings
+from service.cors import cors
 from service.errors import error_middleware
 from service.eventstore import USAGE_CHANNEL
+from service.http_errors import protocol_options
 from service.keycache import KeyCache
 
 WARM_UP_SECONDS = 5.0
@@ -63,9 +65,12 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    # security_headers sits outside error_middleware so error envelopes get the headers too.
+    # security_headers sits outside error_middleware so error envelopes get the headers too, and
+    # measure outside both so it counts the status that was sent.
     app = web.Application(
-        middlewares=[security_headers, error_middleware], client_max_size=LARGEST_BODY_LIMIT
+        middlewares=[metrics_api.measure, security_headers, cors, error_middleware],
+        client_max_size=LARGEST_BODY_LIMIT,
+        handler_args=protocol_options(),
     )
     app[SETTINGS] = settings
     app[TOKENS] = TokenVerifier(settings)
@@ -76,4 +81,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(internal_api.routes)
     app.add_routes(audit_api.routes)
     app.add_routes(ops_api.routes)
+    app.add_routes(metrics_api.routes)
+    app.add_routes(openapi.routes)
     return app

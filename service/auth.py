@@ -6,8 +6,12 @@ from dataclasses import dataclass
 
 import jwt
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from service.config import Settings
+from events.account import ACCOUNT_ID_RULE, is_account_id
+from service.config import ConfigError, Settings
 from service.errors import ApiError
 
 
@@ -33,13 +37,18 @@ def bearer_token(request: web.Request, what: str) -> str:
 
 
 class TokenVerifier:
-    """Checks account JWTs: HS256 with a shared secret, or RS256/ES256 with a PEM public key."""
+    """Checks account JWTs: HS256 with a shared secret, or RS256/ES256 with a PEM public key.
+
+    Exactly one algorithm is accepted, the one the configured key is for: a token cannot choose
+    another one in its header (`none`, HS256 with the public key as the secret, ES256 against an RSA
+    key, …)."""
 
     def __init__(self, settings: Settings):
         if settings.jwt_public_key:
-            self._key, self._algorithms = settings.jwt_public_key, ["RS256", "ES256"]
+            self._key, algorithm = _public_key(settings.jwt_public_key)
         else:
-            self._key, self._algorithms = settings.jwt_secret, ["HS256"]
+            self._key, algorithm = settings.jwt_secret, "HS256"
+        self._algorithms = [algorithm]
         self._issuer, self._audience = settings.jwt_issuer, settings.jwt_audience
 
     def verify(self, token: str) -> Principal:
@@ -62,7 +71,7 @@ class TokenVerifier:
             raise _invalid("The token was issued by someone this service does not trust.") from None
         except jwt.InvalidAudienceError:
             raise _invalid("The token is meant for another audience.") from None
-        except jwt.InvalidTokenError:
+        except jwt.PyJWTError:  # InvalidTokenError, and InvalidKeyError (its key type does not fit the alg)
             raise _invalid("The token is not valid: its signature or algorithm is not accepted.") from None
         subject, account_id, roles = (
             claims["sub"],
@@ -71,9 +80,29 @@ class TokenVerifier:
         )
         if not isinstance(subject, str) or not isinstance(account_id, str) or not account_id:
             raise _invalid("The token's 'sub' and 'account_id' claims must be non-empty strings.")
+        if not is_account_id(account_id):
+            raise _invalid(f"The token's account id ('account_id', else 'sub') must be {ACCOUNT_ID_RULE}.")
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise _invalid("The token's 'roles' claim must be a list of strings.")
         return Principal(subject=subject, account_id=account_id, roles=tuple(roles))
+
+
+def _public_key(pem: str) -> tuple[PublicKeyTypes, str]:
+    """The key of KEYLEDGER_JWT_PUBLIC_KEY, parsed once at start-up, and the one algorithm it verifies."""
+    try:
+        key = serialization.load_pem_public_key(pem.encode())
+    except ValueError:
+        raise ConfigError(
+            "KEYLEDGER_JWT_PUBLIC_KEY is not a PEM public key: it must start with "
+            "-----BEGIN PUBLIC KEY----- (an RSA key for RS256, or a P-256 EC key for ES256)."
+        ) from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return key, "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return key, "ES256"
+    raise ConfigError(
+        "KEYLEDGER_JWT_PUBLIC_KEY must be an RSA public key (RS256) or a P-256 EC public key (ES256)."
+    )
 
 
 def _invalid(message: str) -> ApiError:

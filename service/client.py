@@ -59,6 +59,7 @@ class KeyledgerClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._verdicts: dict[bytes, tuple[float, Verdict]] = {}
         self._buffer: asyncio.Queue[dict] = asyncio.Queue(max_buffer)
+        self._sending: list[dict] = []  # the flusher's batch, out of the buffer and not yet taken
         self._session: aiohttp.ClientSession | None = None
         self._flusher: asyncio.Task | None = None
 
@@ -81,6 +82,8 @@ class KeyledgerClient:
         if self._flusher:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._sending:  # cut off mid-send: send it again (same request_ids, so it counts once)
+            await self._send(self._sending)
         while not self._buffer.empty():
             await self._send(self._take_batch())
         if self._session:
@@ -146,7 +149,9 @@ class KeyledgerClient:
         while True:
             await asyncio.sleep(self._flush_interval)
             while not self._buffer.empty():
-                await self._send(self._take_batch())
+                self._sending = self._take_batch()
+                await self._send(self._sending)
+                self._sending = []
 
     async def _send(self, batch: list[dict]) -> None:
         """Deliver one batch; resend the same events (same request_ids) until keyledger takes them."""

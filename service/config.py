@@ -1,9 +1,22 @@
 """Settings, read from the environment once at start-up."""
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+# What a browser sends in `Origin`: lower-case scheme and host, the port only when it is not the default.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+_ORIGIN = re.compile(
+    rf"(?P<scheme>https?)://(?P<host>{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::(?P<port>[1-9][0-9]{{0,4}}))?"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class ConfigError(SystemExit):
+    """A setting in the environment cannot be used: `keyledger` stops with this message, no traceback."""
 
 
 @dataclass(frozen=True)
@@ -19,9 +32,49 @@ class Settings:
     service_token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     pool_max_size: int = 10
     development: bool = False  # no JWT key configured: a random secret was made, demo tokens are printed
+    dashboard_origin: str | None = None  # the one origin allowed to call the API from a browser (CORS)
+
+    def __post_init__(self):
+        if self.dashboard_origin is not None:
+            check_origin(self.dashboard_origin)
 
     def __repr__(self) -> str:  # never print secrets by accident
         return f"Settings(host={self.host!r}, port={self.port}, embedded={self.database_url is None})"
+
+
+def check_origin(origin: str) -> str:
+    """The origin itself when it is exactly what a browser sends in `Origin`; else a ConfigError that
+    says what to write instead (a browser never sends a path, a trailing slash or a default port, so
+    such a value would silently match nothing)."""
+    if _is_origin(origin):
+        return origin
+    raise ConfigError(
+        f"KEYLEDGER_DASHBOARD_ORIGIN={origin!r} is not an origin. Write it as a browser sends it, "
+        "http(s)://host[:port] in lower case, without a path, a trailing slash or the default port: "
+        f"e.g. https://dashboard.example.com.{_suggestion(origin)}"
+    )
+
+
+def _is_origin(text: str) -> bool:
+    match = _ORIGIN.fullmatch(text)
+    if match is None:
+        return False
+    port = match["port"]
+    return port is None or (int(port) <= 65535 and int(port) != _DEFAULT_PORTS[match["scheme"]])
+
+
+def _suggestion(origin: str) -> str:
+    """` Did you mean …?` with the origin of a URL that is not one, when there is one."""
+    try:
+        parts = urlsplit(origin.strip())
+        scheme, host, port = parts.scheme.lower(), parts.hostname, parts.port
+    except ValueError:
+        return ""
+    if scheme not in _DEFAULT_PORTS or not host:
+        return ""
+    host = f"[{host}]" if ":" in host else host
+    candidate = f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+    return f" Did you mean {candidate}?" if _is_origin(candidate) else ""
 
 
 def from_environment(environ: dict[str, str] | None = None) -> Settings:
@@ -43,4 +96,5 @@ def from_environment(environ: dict[str, str] | None = None) -> Settings:
         service_token=env.get("KEYLEDGER_SERVICE_TOKEN") or secrets.token_urlsafe(32),
         pool_max_size=int(env.get("KEYLEDGER_POOL_MAX_SIZE", "10")),
         development=development,
+        dashboard_origin=env.get("KEYLEDGER_DASHBOARD_ORIGIN") or None,
     )

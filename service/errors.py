@@ -7,6 +7,8 @@ import msgspec
 from aiohttp import web
 
 from events.account import DomainError
+from service import db
+from service.access_log import redact
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,13 @@ DATABASE_UNAVAILABLE = (
 )
 
 
+# Text PostgreSQL refuses to store (a NUL character, bytes invalid in the database's encoding).
+UNSTORABLE_TEXT = (
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+)
+
+
 def error_response(status: int, type_: str, message: str, headers: dict[str, str] | None = None):
     body = msgspec.json.encode({"error": {"message": message, "type": type_}})
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
@@ -48,7 +57,9 @@ def _from_http_exception(error: web.HTTPException, request: web.Request) -> web.
     headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
     match error.status:
         case 404:
-            return error_response(404, "not_found", f"No endpoint at {request.path}; see /openapi.json.")
+            return error_response(
+                404, "not_found", f"No endpoint at {redact(request.path)}; see /openapi.json."
+            )
         case 405:
             allowed = error.headers.get("Allow", "")
             return error_response(
@@ -60,14 +71,15 @@ def _from_http_exception(error: web.HTTPException, request: web.Request) -> web.
             )
         case status if status < 500:
             return error_response(status, "invalid_request", error.reason, headers)
-    log.error("HTTP %s raised for %s %s", error.status, request.method, request.path)
+    log.error("HTTP %s raised for %s %s", error.status, request.method, redact(request.path))
     return error_response(500, "internal_error", "Something went wrong on our side; try again.")
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        with db.one_deadline():  # however often the request uses the database: 503 at db.DEADLINE
+            return await handler(request)
     except ApiError as error:
         return error_response(error.status, error.type, error.message, error.headers)
     except DomainError as error:
@@ -78,13 +90,21 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
             raise
         return _from_http_exception(error, request)
     except DATABASE_UNAVAILABLE as error:
-        log.warning("database unavailable for %s %s: %s", request.method, request.path, type(error).__name__)
+        log.warning(
+            "database unavailable for %s %s: %s", request.method, redact(request.path), type(error).__name__
+        )
         return error_response(
             503,
             "service_unavailable",
             "The service cannot reach its database right now; retry in a few seconds.",
             {"Retry-After": "2"},
         )
+    except UNSTORABLE_TEXT:  # a backstop: input checks refuse such text before it reaches the database
+        return error_response(
+            400,
+            "invalid_request",
+            "The request holds a character that cannot be stored, such as NUL (\\u0000).",
+        )
     except Exception:
-        log.exception("unhandled error for %s %s", request.method, request.path)
+        log.exception("unhandled error for %s %s", request.method, redact(request.path))
         return error_response(500, "internal_error", "Something went wrong on our side; try again.")

@@ -48,6 +48,16 @@ class KeyCache:
     def fresh(self) -> bool:
         return self._listening and time.monotonic() - self._confirmed_at < STALE_AFTER
 
+    @property
+    def size(self) -> int:
+        """How many active keys it holds."""
+        return len(self._keys)
+
+    @property
+    def seconds_since_confirmed(self) -> float:
+        """Since the last catch-up that succeeded (infinite before the first)."""
+        return time.monotonic() - self._confirmed_at
+
     def key(self, digest: bytes) -> KeyEntry | None:
         """The active key with this digest, or None."""
         return self._keys.get(digest)
@@ -99,9 +109,13 @@ class KeyCache:
 
     async def _catch_up(self, connection: asyncpg.Connection) -> None:
         if self._reload:
-            self._reload = False
+            self._reload = False  # first: a reset notified during the load asks for another one
             fresh = KeyCache()
-            await fresh._catch_up(connection)
+            try:
+                await fresh._catch_up(connection)
+            except BaseException:  # failed or cancelled halfway: the next catch-up loads again
+                self._reload = True
+                raise
             self._keys, self._subscribed = fresh._keys, fresh._subscribed
             self._key_position, self._subscription_position = (
                 fresh._key_position,

@@ -2,6 +2,7 @@
 
 import re
 import uuid
+from typing import Annotated
 
 import asyncpg
 import msgspec
@@ -17,20 +18,38 @@ from service import commands, eventstore, time_travel
 from service.appkeys import POOL, TOKENS
 from service.auth import Principal, bearer_token
 from service.bodies import read_json
+from service.responses import CreatedKey, KeyEvent, KeyHistory, KeyList, KeyObject
 from service.usage_view import usage_block, window
 from service.verify_api import catch_up_key_cache
 
 routes = web.RouteTableDef()
 BASE = "/api/v1/accounts/user/api-keys"
+# `create/` is the create action, never a key id: so GET on it answers 405 (Allow: POST), not 404.
+KEY = BASE + "/{key_id:(?!create/)[^/]+}"
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
 class KeyName(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
+    name: Annotated[
+        str,
+        msgspec.Meta(
+            description="1 to 100 characters after trimming; no control or bidi control characters",
+            examples=["Production backend"],
+        ),
+    ]
 
 
 def json_response(payload, status: int = 200) -> web.Response:
     return web.json_response(body=msgspec.json.encode(payload), status=status)
+
+
+def key_id_of(request: web.Request) -> str:
+    """The key id in the path. Text no key id can be (a NUL, "..", a 5,000-character id) is a key
+    that does not exist: 404, before the database is asked."""
+    key_id = request.match_info["key_id"]
+    if not apikey.is_key_id(key_id):
+        raise KeyNotFound()
+    return key_id
 
 
 def user(request: web.Request) -> Principal:
@@ -46,26 +65,26 @@ def metadata(request: web.Request, principal: Principal) -> dict:
     }
 
 
-def key_object(row: asyncpg.Record, usage: KeyUsage | None, days) -> dict:
-    return {
-        "id": row["key_id"],
-        "name": row["name"],
-        "masked_key": apikey.masked(row["last4"]),
-        "status": row["status"],
-        "created_at": row["created_at"],
-        "revoked_at": row["revoked_at"],
-        "last_used_at": usage.last_used_at if usage else None,
-        "usage": usage_block(usage, days),
-    }
+def key_object(row: asyncpg.Record, usage: KeyUsage | None, days) -> KeyObject:
+    return KeyObject(
+        id=row["key_id"],
+        name=row["name"],
+        masked_key=apikey.masked(row["last4"]),
+        status=row["status"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+        last_used_at=usage.last_used_at if usage else None,
+        usage=usage_block(usage, days),
+    )
 
 
-async def key_objects(connection: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[dict]:
+async def key_objects(connection: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[KeyObject]:
     days = window()
     usage = await usage_projection.usage_of_keys(connection, [row["key_id"] for row in rows], days[0])
     return [key_object(row, usage.get(row["key_id"]), days) for row in rows]
 
 
-async def _key_object(pool: asyncpg.Pool, principal: Principal, key_id: str) -> dict:
+async def _key_object(pool: asyncpg.Pool, principal: Principal, key_id: str) -> KeyObject:
     async with pool.acquire() as connection:
         row = await accounts_projection.get_key(connection, principal.account_id, key_id)
         if row is None:
@@ -89,7 +108,7 @@ async def create_key(request: web.Request) -> web.Response:
     await commands.execute(pool, principal.account_id, command, metadata(request, principal))
     await catch_up_key_cache(request.app)
     created = await _key_object(pool, principal, command.key_id)
-    return json_response({**created, "key": secret}, status=201)
+    return json_response(CreatedKey(**msgspec.structs.asdict(created), key=secret), status=201)
 
 
 @routes.get(f"{BASE}/")
@@ -103,20 +122,20 @@ async def list_keys(request: web.Request) -> web.Response:
         else:
             past = await time_travel.keys_as_of(connection, principal.account_id, as_of)
             keys = [key_object(row, past.usage.get(row["key_id"]), past.days) for row in past.rows]
-    return json_response({"data": keys})
+    return json_response(KeyList(keys))
 
 
-@routes.get(BASE + "/{key_id}/")
+@routes.get(KEY + "/")
 async def view_key(request: web.Request) -> web.Response:
     principal = user(request)
-    return json_response(await _key_object(request.app[POOL], principal, request.match_info["key_id"]))
+    return json_response(await _key_object(request.app[POOL], principal, key_id_of(request)))
 
 
-@routes.patch(BASE + "/{key_id}/update/")
+@routes.patch(KEY + "/update/")
 async def rename_key(request: web.Request) -> web.Response:
     principal = user(request)
     body = await read_json(request, KeyName)
-    key_id = request.match_info["key_id"]
+    key_id = key_id_of(request)
     pool = request.app[POOL]
     await commands.execute(
         pool, principal.account_id, RenameKey(key_id, body.name), metadata(request, principal)
@@ -124,20 +143,20 @@ async def rename_key(request: web.Request) -> web.Response:
     return json_response(await _key_object(pool, principal, key_id))
 
 
-@routes.post(BASE + "/{key_id}/revoke/")
+@routes.post(KEY + "/revoke/")
 async def revoke_key(request: web.Request) -> web.Response:
     principal = user(request)
-    key_id = request.match_info["key_id"]
+    key_id = key_id_of(request)
     pool = request.app[POOL]
     await commands.execute(pool, principal.account_id, RevokeKey(key_id), metadata(request, principal))
     await catch_up_key_cache(request.app)
     return json_response(await _key_object(pool, principal, key_id))
 
 
-@routes.get(BASE + "/{key_id}/events/")
+@routes.get(KEY + "/events/")
 async def key_history(request: web.Request) -> web.Response:
     principal = user(request)
-    key_id = request.match_info["key_id"]
+    key_id = key_id_of(request)
     pool = request.app[POOL]
     async with pool.acquire() as connection:
         if await accounts_projection.get_key(connection, principal.account_id, key_id) is None:
@@ -150,14 +169,14 @@ async def key_history(request: web.Request) -> web.Response:
             continue
         meta = msgspec.json.decode(stored.metadata)
         history.append(
-            {
-                "position": stored.position,
-                "version": stored.version,
-                "type": stored.type,
-                "recorded_at": stored.recorded_at,
-                "actor": meta.get("actor"),
-                "request_id": meta.get("request_id"),
-                "data": fields,
-            }
+            KeyEvent(
+                position=stored.position,
+                version=stored.version,
+                type=stored.type,
+                recorded_at=stored.recorded_at,
+                actor=meta.get("actor"),
+                request_id=meta.get("request_id"),
+                data=fields,
+            )
         )
-    return json_response({"data": history})
+    return json_response(KeyHistory(history))

