@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/keyledger serve
 
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
