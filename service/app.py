@@ -9,7 +9,17 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from projections.projector import Projector
-from service import audit_api, db, internal_api, keys_api, metrics_api, openapi, ops_api, verify_api
+from service import (
+    audit_api,
+    dashboard_api,
+    db,
+    internal_api,
+    keys_api,
+    metrics_api,
+    openapi,
+    ops_api,
+    verify_api,
+)
 from service.appkeys import KEY_CACHE, POOL, PROJECTOR, SETTINGS, TOKENS
 from service.auth import TokenVerifier
 from service.bodies import LARGEST_BODY_LIMIT
@@ -83,4 +93,5 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(ops_api.routes)
     app.add_routes(metrics_api.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(dashboard_api.routes)
     return app

@@ -47,6 +47,9 @@ def _banner(settings: Settings, service_token_generated: bool) -> str:
         token = issue_token(settings.jwt_secret, DEMO_ACCOUNT, ttl_seconds=7 * 86400)
         lines += [
             "",
+            # The token rides in the fragment: a browser never sends it to a server or its log.
+            f"Open the dashboard: {root}/#token={token}",
+            "",
             f"Development JWT for the demo account {DEMO_ACCOUNT} (valid 7 days, random secret: set",
             "KEYLEDGER_JWT_SECRET or KEYLEDGER_JWT_PUBLIC_KEY to use your account system's tokens):",
             "",
@@ -67,6 +70,8 @@ def _banner(settings: Settings, service_token_generated: bool) -> str:
             "  export KEY=sk-…   # the key from the create answer, shown only that once",
             f'  curl -s {root}/api/v1/auth/verify -H "Authorization: Bearer $KEY"',
         ]
+    else:
+        lines += ["", f"Open the dashboard: {root}/ (it signs in with a JWT of your account system)"]
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from events.account import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
 from events.apikey import KEY_ID_PATTERN
 from events.usage import UsageBatch
-from service import responses
+from service import dashboard_api, responses
 from service.internal_api import Subscription
 from service.keys_api import BASE, KeyName
 from service.responses import ErrorEnvelope
@@ -50,6 +50,7 @@ class Operation:
     parameters: tuple[dict, ...] = ()
     content: dict = field(default_factory=dict)  # a success body that is not a JSON struct
     headers: dict = field(default_factory=dict)
+    error_notes: dict = field(default_factory=dict)  # status -> description, where _ERRORS' does not fit
 
 
 def _path(name: str, description: str, pattern: str) -> dict:
@@ -62,6 +63,14 @@ def _query(name: str, description: str, schema: dict) -> dict:
 
 
 KEY_ID = _path("key_id", "the key's id, as the create answer gives it", KEY_ID_PATTERN)
+DASHBOARD_FILE = {
+    "name": "file", "in": "path", "required": True, "description": "one of the page's files",
+    "schema": {"type": "string", "enum": sorted(dashboard_api.FILES)},
+}  # fmt: skip
+_DASHBOARD_TYPES = {
+    content_type.split(";")[0]: {"schema": {"type": "string"}}
+    for _, content_type in dashboard_api.FILES.values()
+}
 ACCOUNT_ID = _path("account_id", f"the account's id: {ACCOUNT_ID_RULE}", ACCOUNT_ID_PATTERN)
 _VERIFIED_HEADERS = {
     "X-Keyledger-Key-Id": {"schema": {"type": "string"}, "description": "the key's id, for the gateway"},
@@ -128,6 +137,15 @@ OPERATIONS = (
         "get", "/openapi.json", "This document", None,
         content={"application/json": {"schema": {"type": "object"}}},
     ),
+    Operation(
+        "get", "/", "The API Keys page (it signs in with a JWT in the URL fragment: /#token=…)", None,
+        content={"text/html": {"schema": {"type": "string"}}},
+    ),
+    Operation(
+        "get", "/dashboard/{file}", "A file of the API Keys page", None,
+        errors=(404,), parameters=(DASHBOARD_FILE,), content=_DASHBOARD_TYPES,
+        error_notes={404: "The page has no file of that name (it serves exactly the three listed)."},
+    ),
 )  # fmt: skip
 
 _SECURITY_SCHEMES = {
@@ -163,7 +181,8 @@ def _operation(operation: Operation, refs: dict[type, dict]) -> dict:
         success["headers"] = operation.headers
     answers = {str(operation.status): success}
     for status in sorted({*operation.errors, *((401,) if operation.security else ())}):
-        answers[str(status)] = {"description": _ERRORS[status], "content": _json(refs[ErrorEnvelope])}
+        description = operation.error_notes.get(status, _ERRORS[status])
+        answers[str(status)] = {"description": description, "content": _json(refs[ErrorEnvelope])}
     described: dict[str, Any] = {
         "operationId": f"{operation.method}_{operation.path}",
         "summary": operation.summary,

@@ -11,7 +11,7 @@ What is scanned:
   helpers (`tests/processes.py`, `tests/test_workers.py`) write what `keyledger serve` logs.
 
 Standard output is not scanned: `keyledger token` prints a JWT there on purpose, and so does
-`keyledger serve` without a JWT key (its development banner: the one line let through in files).
+`keyledger serve` without a JWT key (its development banner: the two lines let through in files).
 
 A secret found is reported at the end of the run with where it was seen (which test, which logger
 or file), and the exit status becomes 1 (tests failed) even if every test passed.
@@ -34,8 +34,11 @@ PATTERNS = {
 }
 _ANY = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in PATTERNS.values()))
 # The one secret printed on purpose: with no JWT key configured, `keyledger serve` prints a development
-# JWT on standard output (SPEC, "Running it"), which tests/test_workers.py writes into its log file.
-ON_PURPOSE = re.compile(r"\s*export TOKEN=eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+\s*")
+# JWT on standard output (SPEC, "Running it"), which tests/test_workers.py writes into its log file:
+# as the banner's `export TOKEN=` line and in its dashboard link (the token in the URL fragment).
+ON_PURPOSE = re.compile(
+    r"\s*(?:export TOKEN=|Open the dashboard: http://[\w.:-]+/#token=)eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+\s*"
+)
 
 
 def secrets_in(text: str) -> list[str]:

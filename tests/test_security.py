@@ -476,6 +476,9 @@ def _requests(world: dict) -> list[tuple[str, str, dict, object, int]]:
         ("GET", "/readyz", {}, None, 200),
         ("GET", "/metrics", {}, None, 200),
         ("GET", "/openapi.json", {}, None, 200),
+        ("GET", "/", {}, None, 200),
+        ("GET", "/dashboard/dashboard.js", {}, None, 200),
+        ("GET", "/dashboard/nowhere.js", {}, None, 404),
         ("GET", "/nowhere", {}, None, 404),
         ("GET", "/api/v1/nowhere", {}, None, 404),
         ("OPTIONS", f"{KEYS}/create/", preflight, None, 204),
@@ -624,9 +627,14 @@ def test_a_dashboard_origin_that_a_browser_never_sends_stops_the_start(configure
         assert f"Did you mean {suggestion}?" in message
 
 
-def test_the_log_guard_lets_only_the_development_banner_line_through():
+def test_the_log_guard_lets_only_the_development_banner_lines_through():
     token = token_for("acct_demo")
     guard = log_guard.LogGuard()
-    guard.scan(f"  export TOKEN={token}\nINFO service.x: the token {token}", "the file serve.log")
-    [finding] = guard.findings
-    assert finding.line == "INFO service.x: the token <redacted>"
+    banner = f"  export TOKEN={token}\nOpen the dashboard: http://127.0.0.1:8080/#token={token}"
+    guard.scan(f"{banner}\nINFO service.x: the token {token}", "the file serve.log")
+    # The same link anywhere else (an access log, a redirect, a message) is still a secret in a log.
+    guard.scan(f"INFO aiohttp.access: GET http://127.0.0.1:8080/#token={token}", "the file serve.log")
+    assert [finding.line for finding in guard.findings] == [
+        "INFO service.x: the token <redacted>",
+        "INFO aiohttp.access: GET http://127.0.0.1:8080/#token=<redacted>",
+    ]
