@@ -252,3 +252,13 @@ def running_service(server_url: str, template: str, *arguments: str) -> Iterator
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def activate_subscription(base_url: str, account: str) -> None:
+    """Give an account an active subscription, as the billing system would."""
+    requests.put(
+        f"{base_url}/api/v1/internal/accounts/{account}/subscription",
+        json={"status": "active", "plan": "pro"},
+        headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+        timeout=10,
+    ).raise_for_status()

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import SERVICE_TOKEN, token_for
-from tests.processes import running_service
+from tests.processes import activate_subscription, running_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright = pytest.importorskip("playwright.sync_api")
@@ -64,15 +64,6 @@ def api(service: str, account: str, method: str, path: str, **kwargs) -> request
     return requests.request(method, f"{service}{path}", headers=headers, timeout=10, **kwargs)
 
 
-def activate(service: str, account: str) -> None:
-    requests.put(
-        f"{service}/api/v1/internal/accounts/{account}/subscription",
-        json={"status": "active", "plan": "pro"},
-        headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
-        timeout=10,
-    ).raise_for_status()
-
-
 def verify_status(service: str, key: str) -> int:
     return requests.get(
         f"{service}/api/v1/auth/verify", headers={"Authorization": f"Bearer {key}"}, timeout=10
@@ -96,7 +87,7 @@ def row(page, name: str):
 
 def test_sign_in_create_copy_once_then_masked_rename_and_revoke(page, service, account):
     assert "token=" not in page.url, "the token must leave the address bar"
-    activate(service, account)
+    activate_subscription(service, account)
     key = create_in_page(page, "Production backend")
     page.get_by_role("button", name="Copy").click()
     expect(page.get_by_role("button", name="Copied")).to_be_visible()

@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.openapi import document
 from tests.conftest import SERVICE_TOKEN, token_for
-from tests.processes import running_service
+from tests.processes import activate_subscription, running_service
 
 EXAMPLES = int(os.environ.get("KEYLEDGER_FUZZ_EXAMPLES", "30"))
 # Requests that can be valid by shape and still be refused with a documented 4xx, by a rule the document
@@ -48,12 +48,7 @@ def credentials(service) -> dict[str, str]:
         timeout=10,
     )
     created.raise_for_status()
-    session.put(
-        f"{service}/api/v1/internal/accounts/{ACCOUNT}/subscription",
-        json={"status": "active", "plan": "pro"},
-        headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
-        timeout=10,
-    ).raise_for_status()
+    activate_subscription(service, ACCOUNT)
     return {"accountJwt": jwt, "apiKey": created.json()["key"], "serviceToken": SERVICE_TOKEN}
 
 
