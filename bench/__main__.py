@@ -31,7 +31,7 @@ def postgres_server():
     if url := os.environ.get("KEYLEDGER_BENCH_DATABASE_URL"):
         yield url
         return
-    from service.embedded import embedded_postgres
+    from service.store.embedded import embedded_postgres
 
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="keyledger-bench-") as folder:
         warnings.simplefilter("ignore")

@@ -18,9 +18,9 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from service import migrations
-from service.auth import issue_token
-from service.db import with_database
+from service.http.auth import issue_token
+from service.store import migrations
+from service.store.db import with_database
 
 JWT_SECRET = "bench-secret-" + "x" * 40
 SERVICE_TOKEN = "bench-service-token"

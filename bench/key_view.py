@@ -14,7 +14,8 @@ from bench.harness import Context, Figure, median_of, service, user_token, wrk
 from events import apikey
 from events.account import CreateKey
 from projections import usage
-from service import commands, db
+from service.app import commands
+from service.store import db
 
 ACCOUNT = "acct_view"
 CONNECTIONS = 8

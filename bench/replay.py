@@ -13,7 +13,8 @@ from events.account import CreateKey, RenameKey, RevokeKey, SetSubscription
 from events.model import UsageRecorded
 from projections import usage
 from projections.replay import replay
-from service import commands, db, eventstore
+from service.app import commands
+from service.store import db, eventstore
 
 WRITERS, WRITE_BATCH, KEYS_PER_ACCOUNT = 4, 10_000, 5
 

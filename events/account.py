@@ -9,6 +9,7 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from events.errors import InvalidName, KeyIdTaken, KeyLimitReached, KeyNotFound, KeyRevoked
 from events.model import (
     AccountEvent,
     ApiKeyCreated,
@@ -32,39 +33,6 @@ _BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u20
 # Other invisible format characters (zero-width space, word joiner, BOM, soft hyphen: category Cf) can
 # make two names look the same; only the joiners that emoji sequences and some scripts need may stay.
 _JOINERS = frozenset("\u200c\u200d")
-
-
-class DomainError(Exception):
-    """A command that the rules refuse. `kind` names the rule for the shell to map."""
-
-    kind = "invalid"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class KeyLimitReached(DomainError):
-    kind = "key_limit_reached"
-
-
-class KeyNotFound(DomainError):
-    kind = "not_found"
-
-    def __init__(self, message: str = "No API key with this id exists in your account."):
-        super().__init__(message)
-
-
-class KeyRevoked(DomainError):
-    kind = "key_revoked"
-
-
-class InvalidName(DomainError):
-    kind = "invalid_name"
-
-
-class KeyIdTaken(DomainError):
-    kind = "key_id_taken"
 
 
 # Commands

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import msgspec
 
+from events.errors import UsageRejected
 from events.model import UsageRecorded
 
 MAX_BATCH = 10_000
@@ -50,15 +51,14 @@ class UsageBatch(msgspec.Struct, forbid_unknown_fields=True):
     events: Annotated[list[UsageReport], msgspec.Meta(max_length=MAX_BATCH)]
 
 
-class UsageRejected(Exception):
-    def __init__(self, index: int, problem: str):
-        self.index, self.message = index, f"events[{index}]: {problem}"
-        super().__init__(self.message)
+def chf_text(amount: Decimal) -> str:
+    """An exact CHF amount as the API writes it: a decimal string with 9 places."""
+    return f"{amount:.9f}"
 
 
 def canonical_chf(text: str) -> str | None:
     """The amount with exactly 9 places ("0.00015" -> "0.000150000"), or None if it is not one."""
-    return f"{Decimal(text):.9f}" if _CHF.fullmatch(text) else None
+    return chf_text(Decimal(text)) if _CHF.fullmatch(text) else None
 
 
 def check_batch(reports: list[UsageReport], known_keys: set[str], now: datetime) -> list[UsageRecorded]:

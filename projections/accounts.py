@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from events.log import StoredEvent
 from events.model import (
     ApiKeyCreated,
     ApiKeyRenamed,
@@ -16,7 +17,6 @@ from events.model import (
     SubscriptionDeactivated,
     account_event_decoder,
 )
-from events.stored import StoredEvent
 
 KEY_COLUMNS = "key_id, account_id, name, last4, status, created_at, revoked_at"
 
@@ -78,4 +78,39 @@ async def list_keys(connection: asyncpg.Connection, account_id: str) -> list[asy
 async def get_key(connection: asyncpg.Connection, account_id: str, key_id: str) -> asyncpg.Record | None:
     return await connection.fetchrow(
         f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = $1 AND account_id = $2", key_id, account_id
+    )
+
+
+async def key_changes(connection: asyncpg.Connection, after: int, limit: int) -> list[asyncpg.Record]:
+    """Keys changed after a position, in position order (keyset: one event changes one key)."""
+    return await connection.fetch(
+        """SELECT key_digest, key_id, account_id, status = 'active' AS active, updated_position
+           FROM api_keys WHERE updated_position > $1 ORDER BY updated_position LIMIT $2""",
+        after,
+        limit,
+    )
+
+
+async def subscription_changes(connection: asyncpg.Connection, after: int) -> list[asyncpg.Record]:
+    return await connection.fetch(
+        """SELECT account_id, status = 'active' AS active, updated_position
+           FROM subscriptions WHERE updated_position > $1 ORDER BY updated_position""",
+        after,
+    )
+
+
+async def active_key(connection: asyncpg.Connection, digest: bytes) -> asyncpg.Record | None:
+    """The active key with this SHA-256 digest, with whether its account is subscribed; or None."""
+    return await connection.fetchrow(
+        """SELECT k.key_id, k.account_id, coalesce(s.status = 'active', false) AS subscribed
+           FROM api_keys k LEFT JOIN subscriptions s USING (account_id)
+           WHERE k.key_digest = $1 AND k.status = 'active'""",
+        digest,
+    )
+
+
+async def accounts_of_keys(connection: asyncpg.Connection, key_ids: list[str]) -> dict[str, str]:
+    """key id -> account id, for the keys of this list that exist."""
+    return dict(
+        await connection.fetch("SELECT key_id, account_id FROM api_keys WHERE key_id = ANY($1)", key_ids)
     )

@@ -10,9 +10,9 @@ import logging
 
 import asyncpg
 
+from events.log import PROJECTOR_LOCK
 from projections.usage import project_batch
 
-PROJECTOR_LOCK = 0x6B65796C65646703
 log = logging.getLogger(__name__)
 
 

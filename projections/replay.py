@@ -27,20 +27,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from events.log import APPEND_LOCK, REPLAY_LOCK, RESET_CHANNEL, StoredEvent
 from events.model import AccountEvent
-from events.stored import StoredEvent
 from projections import accounts, shadow, usage
 from projections.shadow import TableDifference
 
-# service.eventstore.APPEND_LOCK (projections do not import the service): appends hold it until commit.
-APPEND_LOCK = 0x6B65796C65646702
-REPLAY_LOCK = 0x6B65796C65646710  # one replay at a time per database: they share the shadow schema
 ACCOUNTS_CHECKPOINT = "accounts"  # the shadow's lifecycle position, beside project_batch's "usage"
 LIFECYCLE_TYPES = [event.__name__ for event in typing.get_args(AccountEvent)]
 LIFECYCLE_PAGE = 2_000
-# Sent when a swap rewrites api_keys or subscriptions: rows put back at old positions are invisible
-# to a cache that follows changes by position, so key caches reload everything on it.
-RESET_CHANNEL = "keyledger_reset"
 USAGE_BATCH = 50_000
 
 Progress = Callable[[int, int], None]  # (events replayed, events in the log)

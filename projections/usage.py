@@ -5,23 +5,38 @@ if it does not commit, neither does anything else, so a crash can neither skip n
 """
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
 
 PROJECTOR = "usage"
 LAST_POSITION = 2**63 - 1
+WINDOW_DAYS = 30
+# The one definition of a usage event's bucket: the UTC day of the request (not of its recording).
+_UTC_DAY = "(occurred_at AT TIME ZONE 'UTC')::date"
+# The fields of a UsageRecorded event, typed, for the statements below to group.
+_USAGE_FIELDS = """
+    account_id,
+    data->>'key_id'                     AS key_id,
+    (data->>'occurred_at')::timestamptz AS occurred_at,
+    (data->>'cost_chf')::numeric        AS cost_chf"""
 
-_USAGE_IN_RANGE = """
+_USAGE_IN_RANGE = f"""
     usage AS (
-        SELECT account_id,
-               data->>'key_id'                     AS key_id,
-               (data->>'occurred_at')::timestamptz AS occurred_at,
-               (data->>'cost_chf')::numeric        AS cost_chf
+        SELECT {_USAGE_FIELDS}
         FROM events
         WHERE position > $1 AND position <= $2 AND type = 'UsageRecorded')
 """
+# Per key and UTC day, from the log alone (time travel): what the projections held at that moment.
+_USAGE_RECORDED_UP_TO = f"""
+    WITH usage AS (
+        SELECT {_USAGE_FIELDS}
+        FROM events
+        WHERE account_id = $1 AND type = 'UsageRecorded' AND recorded_at <= $2)
+    SELECT key_id, {_UTC_DAY} AS day, count(*) AS requests, sum(cost_chf) AS cost_chf,
+           max(occurred_at) AS last_used_at
+    FROM usage GROUP BY 1, 2"""
 
 
 async def project_batch(connection: asyncpg.Connection, limit: int = 50_000, up_to: int | None = None) -> int:
@@ -63,7 +78,7 @@ async def project_batch(connection: asyncpg.Connection, limit: int = 50_000, up_
     await connection.execute(
         f"""WITH {_USAGE_IN_RANGE}
             INSERT INTO key_usage_daily AS daily (key_id, day, account_id, requests, cost_chf)
-            SELECT key_id, (occurred_at AT TIME ZONE 'UTC')::date, min(account_id), count(*), sum(cost_chf)
+            SELECT key_id, {_UTC_DAY}, min(account_id), count(*), sum(cost_chf)
             FROM usage GROUP BY 1, 2
             ON CONFLICT (key_id, day) DO UPDATE SET
                 requests = daily.requests + excluded.requests,
@@ -113,3 +128,34 @@ async def usage_of_keys(
     for row in daily:
         usage[row["key_id"]].daily[row["day"]] = (row["requests"], row["cost_chf"])
     return usage
+
+
+def window(today: date | None = None) -> list[date]:
+    """The last 30 UTC days, oldest first, today last."""
+    today = today or datetime.now(UTC).date()
+    return [today - timedelta(days=offset) for offset in range(WINDOW_DAYS - 1, -1, -1)]
+
+
+async def usage_recorded_up_to(
+    connection: asyncpg.Connection, account_id: str, moment: datetime
+) -> dict[str, KeyUsage]:
+    """Each key's totals and daily buckets from the usage recorded at or before `moment`."""
+    usage: dict[str, KeyUsage] = {}
+    for group in await connection.fetch(_USAGE_RECORDED_UP_TO, account_id, moment):
+        key = usage.setdefault(group["key_id"], KeyUsage())
+        key.requests += group["requests"]
+        key.cost_chf += group["cost_chf"]
+        if key.last_used_at is None or group["last_used_at"] > key.last_used_at:
+            key.last_used_at = group["last_used_at"]
+        key.daily[group["day"]] = (group["requests"], group["cost_chf"])
+    return usage
+
+
+async def lag(connection: asyncpg.Connection, query_timeout: float | None = None) -> int:
+    """Events in the log that the usage projections have not folded in yet."""
+    return await connection.fetchval(
+        """SELECT (SELECT coalesce(max(position), 0) FROM events)
+                - coalesce((SELECT position FROM projector_checkpoints WHERE projector = $1), 0)""",
+        PROJECTOR,
+        timeout=query_timeout,
+    )

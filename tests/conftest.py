@@ -14,14 +14,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service import migrations
-from service.app import create_app
-from service.auth import issue_token
 from service.config import Settings
-from service.db import with_database
-
-JWT_SECRET = "test-secret-" + "x" * 40
-SERVICE_TOKEN = "test-service-token"
+from service.http.app import create_app
+from service.store import migrations
+from service.store.db import with_database
+from tests.helpers import JWT_SECRET, SERVICE_TOKEN
 
 pytest_plugins = ["tests.log_guard"]  # the session fails if a secret reaches a log
 
@@ -51,7 +48,7 @@ def server_url(tmp_path_factory) -> Iterator[str]:
         with PostgresContainer("postgres:16-alpine", driver=None) as container:
             yield container.get_connection_url()
     else:
-        from service.embedded import embedded_postgres
+        from service.store.embedded import embedded_postgres
 
         with embedded_postgres(Path(tmp_path_factory.mktemp("embedded"))) as url:
             yield url
@@ -100,11 +97,3 @@ def settings(database_url) -> Settings:
 @pytest.fixture
 async def client(aiohttp_client, settings):
     return await aiohttp_client(create_app(settings))
-
-
-def token_for(account_id: str, **kwargs) -> str:
-    return issue_token(JWT_SECRET, account_id, **kwargs)
-
-
-def auth(account_id: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token_for(account_id)}"}

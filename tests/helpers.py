@@ -11,11 +11,23 @@ from decimal import Decimal
 
 import asyncpg
 
-from tests.conftest import SERVICE_TOKEN, auth
+from service.http.auth import issue_token
+
+# The credentials every test service is configured with (conftest's `settings`, tests/processes.py).
+JWT_SECRET = "test-secret-" + "x" * 40
+SERVICE_TOKEN = "test-service-token"
 
 KEYS = "/api/v1/accounts/user/api-keys"
 VERIFY = "/api/v1/auth/verify"
 USAGE = "/api/v1/usage/"
+
+
+def token_for(account_id: str, **kwargs) -> str:
+    return issue_token(JWT_SECRET, account_id, **kwargs)
+
+
+def auth(account_id: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token_for(account_id)}"}
 
 
 def subscription_path(account_id: str) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import JWT_SECRET, SERVICE_TOKEN
+from tests.helpers import JWT_SECRET, SERVICE_TOKEN
 
 PATTERNS = {
     "an sk- API key": re.compile(r"sk-[0-9A-Za-z]{40,}"),  # the format of events/apikey.py

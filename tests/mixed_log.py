@@ -10,9 +10,11 @@ from decimal import Decimal
 import asyncpg
 
 from events import apikey
-from events.account import CreateKey, DomainError, RenameKey, RevokeKey, SetSubscription
+from events.account import CreateKey, RenameKey, RevokeKey, SetSubscription
+from events.errors import DomainError
 from events.model import UsageRecorded
-from service import commands, db, eventstore
+from service.app import commands
+from service.store import db, eventstore
 
 # Offsets around the world, so that local midnight and UTC midnight differ.
 ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]

@@ -27,8 +27,8 @@ import asyncpg
 import psutil
 import requests
 
-from service.db import with_database
-from tests.conftest import JWT_SECRET, SERVICE_TOKEN
+from service.store.db import with_database
+from tests.helpers import JWT_SECRET, SERVICE_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 

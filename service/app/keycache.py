@@ -1,0 +1,156 @@
+"""The in-process cache that answers key verification without a database round trip.
+
+It holds every key (digest -> id, account, active) and every subscription, and follows changes:
+a dedicated connection LISTENs for lifecycle appends and catches up by position on every
+notification, every second, and after every reconnect. The cache only answers while it can prove
+it is fresh (listening, and a catch-up succeeded within STALE_AFTER seconds); otherwise
+verification reads the database, and fails closed if that fails too.
+"""
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from events.log import LIFECYCLE_CHANNEL, RESET_CHANNEL
+from projections import accounts
+from service.store.db import DATABASE_UNAVAILABLE
+
+OWN_CATCH_UP_WAIT = 1.0  # seconds a command's answer waits for this process's key cache, at most
+STALE_AFTER = 3.0
+POLL_INTERVAL = 1.0
+PAGE = 50_000
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    key_id: str
+    account_id: str
+
+
+class KeyCache:
+    """Holds the active keys only: a revoked key and an unknown one get the same answer."""
+
+    def __init__(self):
+        self._keys: dict[bytes, KeyEntry] = {}
+        self._subscribed: set[str] = set()
+        self._key_position = 0
+        self._subscription_position = 0
+        self._listening = False
+        self._confirmed_at = float("-inf")  # time.monotonic() of the last successful catch-up
+        self._wake = asyncio.Event()
+        self.warmed = asyncio.Event()  # set after the first complete load
+        self._reload = False  # a replay swap rewrote the projections: load everything again
+        self._catching_up = asyncio.Lock()  # one catch-up at a time, so an older read never lands last
+
+    @property
+    def fresh(self) -> bool:
+        return self._listening and time.monotonic() - self._confirmed_at < STALE_AFTER
+
+    @property
+    def size(self) -> int:
+        """How many active keys it holds."""
+        return len(self._keys)
+
+    @property
+    def seconds_since_confirmed(self) -> float:
+        """Since the last catch-up that succeeded (infinite before the first)."""
+        return time.monotonic() - self._confirmed_at
+
+    def key(self, digest: bytes) -> KeyEntry | None:
+        """The active key with this digest, or None."""
+        return self._keys.get(digest)
+
+    def subscribed(self, account_id: str) -> bool:
+        return account_id in self._subscribed
+
+    async def follow(self, connection: asyncpg.Connection) -> None:
+        """Follow changes on this connection until it is lost (the shell then gives us a new one)."""
+        try:
+            await self._follow(connection)
+        finally:
+            self._listening = False
+
+    async def _follow(self, connection: asyncpg.Connection) -> None:
+        lost = asyncio.Event()
+
+        def on_termination(_connection) -> None:
+            self._listening = False  # at once: from now on verification asks the database
+            lost.set()
+            self._wake.set()
+
+        connection.add_termination_listener(on_termination)
+        await connection.add_listener(LIFECYCLE_CHANNEL, lambda *_: self._wake.set())
+        await connection.add_listener(RESET_CHANNEL, lambda *_: self._reload_all())
+        # Listen first, then catch up: nothing committed in between can be missed. The cache calls
+        # itself fresh only once that catch-up has returned.
+        while not lost.is_set():
+            self._wake.clear()
+            await self.catch_up(connection)
+            self._confirmed_at = time.monotonic()
+            self._listening = True
+            self.warmed.set()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_INTERVAL):
+                    await self._wake.wait()
+
+    def _reload_all(self) -> None:
+        self._reload = True
+        self._wake.set()
+
+    async def after_own_command(self, pool: asyncpg.Pool) -> None:
+        """After a lifecycle command of this process: its own cache reflects it before the answer.
+
+        Best effort: the command has committed, so a database that fails now must not turn its answer
+        (a new key shown only once) into an error; the listener catches up when it can."""
+        try:
+            # Bounded: the listener may hold the catch-up lock on a connection that hangs.
+            async with asyncio.timeout(OWN_CATCH_UP_WAIT), pool.acquire() as connection:
+                await self.catch_up(connection)
+        except DATABASE_UNAVAILABLE as error:
+            log.warning("key cache not caught up after a command (%s)", type(error).__name__)
+
+    async def catch_up(self, connection: asyncpg.Connection) -> None:
+        """Apply every change past the positions seen so far. The listener calls it on each hint; a
+        handler calls it after its own lifecycle command, so this process refuses a key it has just
+        revoked even if its listener has died and does not know it yet."""
+        async with self._catching_up:
+            await self._catch_up(connection)
+
+    async def _catch_up(self, connection: asyncpg.Connection) -> None:
+        if self._reload:
+            self._reload = False  # first: a reset notified during the load asks for another one
+            fresh = KeyCache()
+            try:
+                await fresh._catch_up(connection)
+            except BaseException:  # failed or cancelled halfway: the next catch-up loads again
+                self._reload = True
+                raise
+            self._keys, self._subscribed = fresh._keys, fresh._subscribed
+            self._key_position, self._subscription_position = (
+                fresh._key_position,
+                fresh._subscription_position,
+            )
+            return
+        # In pages (keyset on updated_position, unique: one event changes one key), so a first load of
+        # a million keys never holds all their rows at once.
+        while rows := await accounts.key_changes(connection, self._key_position, PAGE):
+            for row in rows:
+                if row["active"]:
+                    # Interned: an account's keys share one account string.
+                    self._keys[row["key_digest"]] = KeyEntry(row["key_id"], sys.intern(row["account_id"]))
+                else:
+                    self._keys.pop(row["key_digest"], None)
+            self._key_position = rows[-1]["updated_position"]
+        for row in await accounts.subscription_changes(connection, self._subscription_position):
+            if row["active"]:
+                self._subscribed.add(row["account_id"])
+            else:
+                self._subscribed.discard(row["account_id"])
+            self._subscription_position = row["updated_position"]

@@ -1,0 +1,75 @@
+"""The aiohttp application factory, used by the CLI, by gunicorn's aiohttp worker and by the tests."""
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from events.log import USAGE_CHANNEL
+from projections.projector import Projector
+from service.app.keycache import KeyCache
+from service.config import Settings
+from service.http.appkeys import KEY_CACHE, POOL, PROJECTOR, SETTINGS, TOKENS
+from service.http.auth import TokenVerifier
+from service.http.bodies import LARGEST_BODY_LIMIT
+from service.http.cors import cors
+from service.http.errors import error_middleware
+from service.http.middleware import measure, security_headers
+from service.http.openapi import routes as openapi_routes
+from service.http.protocol import protocol_options
+from service.http.routes import ROUTES
+from service.store import db
+
+WARM_UP_SECONDS = 5.0
+log = logging.getLogger(__name__)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.database_url is None:
+        raise RuntimeError("Settings.database_url must be set before the app starts (the CLI resolves it)")
+    app[POOL] = await db.create_pool(settings.database_url, settings.pool_max_size)
+    yield
+    await app[POOL].close()
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The key cache and the projector run beside the request handlers, for the app's lifetime."""
+    connect = functools.partial(db.connect, app[SETTINGS].database_url)
+    app[KEY_CACHE] = KeyCache()
+    app[PROJECTOR] = Projector(USAGE_CHANNEL)
+    tasks = [
+        asyncio.create_task(db.keep_connected(connect, app[KEY_CACHE].follow, "key cache", pause=0.2)),
+        asyncio.create_task(db.keep_connected(connect, app[PROJECTOR].lead, "projector", pause=1.0)),
+    ]
+    with contextlib.suppress(TimeoutError):  # serve from a warm cache when the database allows it
+        async with asyncio.timeout(WARM_UP_SECONDS):
+            await app[KEY_CACHE].warmed.wait()
+    yield
+    for task in tasks:
+        task.cancel()
+    # A cancellation that lands inside a query can surface as asyncpg's InternalClientError instead
+    # of CancelledError; either way the task is over, and shutting down must not fail on it.
+    for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+        if not isinstance(outcome, asyncio.CancelledError | None):
+            log.warning("a background task ended with %s while stopping", type(outcome).__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    # security_headers sits outside error_middleware so error envelopes get the headers too, and
+    # measure outside both so it counts the status that was sent.
+    app = web.Application(
+        middlewares=[measure, security_headers, cors, error_middleware],
+        client_max_size=LARGEST_BODY_LIMIT,
+        handler_args=protocol_options(),
+    )
+    app[SETTINGS] = settings
+    app[TOKENS] = TokenVerifier(settings)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_background)
+    for routes in (*ROUTES, openapi_routes):
+        app.add_routes(routes)
+    return app

@@ -1,0 +1,226 @@
+"""`GET /openapi.json`: the OpenAPI 3.1 document, generated from the request and response structs.
+
+OPERATIONS is the one list of what the API offers; tests/test_openapi.py fails when the app serves a
+route this list does not describe, and schemathesis fuzzes the service from the document.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from events.account import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
+from events.apikey import KEY_ID_PATTERN
+from events.usage import UsageBatch
+from service.http import responses
+from service.http.responses import ErrorEnvelope
+from service.http.routes import dashboard
+from service.http.routes.keys import BASE, KeyName
+from service.http.routes.subscriptions import Subscription
+
+routes = web.RouteTableDef()
+
+JWT, API_KEY, SERVICE = "accountJwt", "apiKey", "serviceToken"
+
+_ERRORS = {
+    400: "The request is malformed (bad JSON, a bad query parameter).",
+    401: "No credentials, or credentials that are not valid (see WWW-Authenticate).",
+    402: "The key is valid but its account has no active subscription.",
+    403: "The key is invalid or revoked, or the caller lacks the role.",
+    404: "No such key in the caller's account (another account's key answers the same).",
+    409: "The 5-key limit is reached, or the key is revoked.",
+    413: "The body is over the limit: 1 MiB, or 8 MiB for usage batches.",
+    415: "The body is not sent as application/json.",
+    422: "The JSON does not match what the endpoint takes; the message names the field.",
+    503: "The database cannot be reached; retry after the Retry-After seconds.",
+}
+_BODY_ERRORS = (400, 413, 415, 422)
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    answer: type | None  # the success body; None: described by `content` below
+    status: int = 200
+    security: tuple[str, ...] = ()
+    body: type | None = None
+    errors: tuple[int, ...] = ()
+    parameters: tuple[dict, ...] = ()
+    content: dict = field(default_factory=dict)  # a success body that is not a JSON struct
+    headers: dict = field(default_factory=dict)
+    error_notes: dict = field(default_factory=dict)  # status -> description, where _ERRORS' does not fit
+
+
+def _path(name: str, description: str, pattern: str) -> dict:
+    schema = {"type": "string", "pattern": pattern}
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
+
+
+def _query(name: str, description: str, schema: dict) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+KEY_ID = _path("key_id", "the key's id, as the create answer gives it", KEY_ID_PATTERN)
+DASHBOARD_FILE = {
+    "name": "file", "in": "path", "required": True, "description": "one of the page's files",
+    "schema": {"type": "string", "enum": sorted(dashboard.FILES)},
+}  # fmt: skip
+_DASHBOARD_TYPES = {
+    content_type.split(";")[0]: {"schema": {"type": "string"}} for _, content_type in dashboard.FILES.values()
+}
+ACCOUNT_ID = _path("account_id", f"the account's id: {ACCOUNT_ID_RULE}", ACCOUNT_ID_PATTERN)
+_VERIFIED_HEADERS = {
+    "X-Keyledger-Key-Id": {"schema": {"type": "string"}, "description": "the key's id, for the gateway"},
+    "X-Keyledger-Account-Id": {"schema": {"type": "string"}, "description": "the key's account"},
+}
+_VERIFY = dict(
+    answer=responses.Verified, security=(API_KEY,), errors=(401, 402, 403, 503), headers=_VERIFIED_HEADERS
+)
+
+OPERATIONS = (
+    Operation(
+        "post", f"{BASE}/create/", "Create a key; the answer holds the full key, this once",
+        responses.CreatedKey, 201, (JWT,), KeyName, (*_BODY_ERRORS, 401, 409, 503),
+    ),
+    Operation(
+        "get", f"{BASE}/", "List the account's keys, newest first, revoked included",
+        responses.KeyList, 200, (JWT,), errors=(400, 401, 422, 503),
+        parameters=(_query("as_of", "the keys as they stood at this past RFC 3339 time", {"type": "string", "format": "date-time"}),),
+    ),
+    Operation(
+        "get", f"{BASE}/{{key_id}}/", "View a key with its usage",
+        responses.KeyObject, 200, (JWT,), errors=(401, 404, 503), parameters=(KEY_ID,),
+    ),
+    Operation(
+        "patch", f"{BASE}/{{key_id}}/update/", "Rename a key",
+        responses.KeyObject, 200, (JWT,), KeyName, (*_BODY_ERRORS, 401, 404, 409, 503), (KEY_ID,),
+    ),
+    Operation(
+        "post", f"{BASE}/{{key_id}}/revoke/", "Revoke a key (again: a no-op)",
+        responses.KeyObject, 200, (JWT,), errors=(401, 404, 503), parameters=(KEY_ID,),
+    ),
+    Operation(
+        "get", f"{BASE}/{{key_id}}/events/", "The key's lifecycle events, oldest first",
+        responses.KeyHistory, 200, (JWT,), errors=(401, 404, 503), parameters=(KEY_ID,),
+    ),
+    Operation("get", "/api/v1/auth/verify", "Verify a customer's sk- key (gateway hot path)", **_VERIFY),
+    Operation("post", "/api/v1/auth/verify", "Verify a customer's sk- key (gateway hot path)", **_VERIFY),
+    Operation(
+        "post", "/api/v1/usage/", "Report usage of verified requests; request_id makes it idempotent",
+        responses.UsageAccepted, 202, (SERVICE,), UsageBatch, (*_BODY_ERRORS, 401, 503),
+    ),
+    Operation(
+        "put", "/api/v1/internal/accounts/{account_id}/subscription", "Turn a subscription on or off",
+        responses.SubscriptionState, 200, (SERVICE,), Subscription, (*_BODY_ERRORS, 401, 503),
+        (ACCOUNT_ID,),
+    ),
+    Operation(
+        "get", "/api/v1/audit/events", "The event log in order, with its hash chain",
+        responses.AuditPage, 200, (SERVICE, JWT), errors=(400, 401, 403, 503),
+        parameters=(
+            _query("after", "read events after this position", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
+            _query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 10_000}),
+            _query("account_id", "only this account's events", {"type": "string", "pattern": ACCOUNT_ID_PATTERN}),
+        ),
+    ),
+    Operation("get", "/healthz", "Liveness: the process answers", responses.Health),
+    Operation("get", "/readyz", "Readiness: database reachable, migrations applied", responses.Health,
+              errors=(503,)),
+    Operation(
+        "get", "/metrics", "Prometheus metrics (text exposition format)", None,
+        content={"text/plain": {"schema": {"type": "string"}}},
+    ),
+    Operation(
+        "get", "/openapi.json", "This document", None,
+        content={"application/json": {"schema": {"type": "object"}}},
+    ),
+    Operation(
+        "get", "/", "The API Keys page (it signs in with a JWT in the URL fragment: /#token=…)", None,
+        content={"text/html": {"schema": {"type": "string"}}},
+    ),
+    Operation(
+        "get", "/dashboard/{file}", "A file of the API Keys page", None,
+        errors=(404,), parameters=(DASHBOARD_FILE,), content=_DASHBOARD_TYPES,
+        error_notes={404: "The page has no file of that name (it serves exactly the three listed)."},
+    ),
+)  # fmt: skip
+
+_SECURITY_SCHEMES = {
+    JWT: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "The account system's JWT (HS256, or RS256/ES256); `sub`, `exp` required; "
+        "`account_id` defaults to `sub`; the audit log needs the role `auditor`.",
+    },
+    API_KEY: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "sk-…",
+        "description": "A customer's API key.",
+    },
+    SERVICE: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "KEYLEDGER_SERVICE_TOKEN, held by the gateway and the billing system.",
+    },
+}
+
+
+def _json(reference: dict) -> dict:
+    return {"application/json": {"schema": reference}}
+
+
+def _operation(operation: Operation, refs: dict[type, dict]) -> dict:
+    success: dict[str, Any] = {"description": operation.summary}
+    success["content"] = operation.content or _json(refs[operation.answer])
+    if operation.headers:
+        success["headers"] = operation.headers
+    answers = {str(operation.status): success}
+    for status in sorted({*operation.errors, *((401,) if operation.security else ())}):
+        description = operation.error_notes.get(status, _ERRORS[status])
+        answers[str(status)] = {"description": description, "content": _json(refs[ErrorEnvelope])}
+    described: dict[str, Any] = {
+        "operationId": f"{operation.method}_{operation.path}",
+        "summary": operation.summary,
+        "responses": answers,
+    }
+    if operation.parameters:
+        described["parameters"] = list(operation.parameters)
+    if operation.body is not None:
+        described["requestBody"] = {"required": True, "content": _json(refs[operation.body])}
+    if operation.security:
+        described["security"] = [{scheme: []} for scheme in operation.security]
+    return described
+
+
+def document() -> dict:
+    structs = {op.answer for op in OPERATIONS if op.answer} | {op.body for op in OPERATIONS if op.body}
+    ordered = [ErrorEnvelope, *sorted(structs, key=lambda struct: struct.__name__)]
+    schemas, components = msgspec.json.schema_components(ordered, ref_template="#/components/schemas/{name}")
+    refs = dict(zip(ordered, schemas, strict=True))
+    paths: dict[str, dict] = {}
+    for operation in OPERATIONS:
+        paths.setdefault(operation.path, {})[operation.method] = _operation(operation, refs)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "keyledger",
+            "version": "1",
+            "description": "API keys of an AI API platform, on an immutable PostgreSQL event log. "
+            'Every non-2xx answer is {"error": {"message", "type"}}.',
+        },
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": _SECURITY_SCHEMES},
+    }
+
+
+_DOCUMENT = msgspec.json.encode(document())
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=_DOCUMENT, content_type="application/json")

@@ -1,0 +1,7 @@
+"""The routes of the API, one module per resource."""
+
+from service.http.routes import audit, dashboard, keys, metrics, ops, subscriptions, usage, verify
+
+ROUTES = tuple(
+    module.routes for module in (keys, verify, usage, subscriptions, audit, ops, metrics, dashboard)
+)

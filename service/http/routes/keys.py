@@ -1,0 +1,150 @@
+"""Management of an account's keys, at the paths of the public authentication page."""
+
+import re
+import uuid
+from typing import Annotated
+
+import msgspec
+from aiohttp import web
+
+from events import apikey
+from events.account import CreateKey, RenameKey, RevokeKey
+from events.errors import KeyNotFound
+from events.log import account_stream
+from events.model import account_event_decoder, public_fields
+from projections import accounts as accounts_projection
+from service.app import commands, time_travel
+from service.http import params
+from service.http.appkeys import KEY_CACHE, POOL, TOKENS
+from service.http.auth import Principal, bearer_token
+from service.http.bodies import read_json
+from service.http.key_objects import key_object, key_objects, one_key_object
+from service.http.responses import CreatedKey, KeyEvent, KeyHistory, KeyList, json_response
+from service.store import eventstore
+
+routes = web.RouteTableDef()
+BASE = "/api/v1/accounts/user/api-keys"
+# `create/` is the create action, never a key id: so GET on it answers 405 (Allow: POST), not 404.
+KEY = BASE + "/{key_id:(?!create/)[^/]+}"
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+class KeyName(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[
+        str,
+        msgspec.Meta(
+            description="1 to 100 characters after trimming; no control or bidi control characters",
+            examples=["Production backend"],
+        ),
+    ]
+
+
+def key_id_of(request: web.Request) -> str:
+    """The key id in the path. Text no key id can be (a NUL, "..", a 5,000-character id) is a key
+    that does not exist: 404, before the database is asked."""
+    key_id = request.match_info["key_id"]
+    if not apikey.is_key_id(key_id):
+        raise KeyNotFound()
+    return key_id
+
+
+def user(request: web.Request) -> Principal:
+    return request.app[TOKENS].verify(bearer_token(request, "your account's JWT"))
+
+
+def metadata(request: web.Request, principal: Principal) -> dict:
+    request_id = request.headers.get("X-Request-Id", "")
+    return {
+        "actor": principal.subject,
+        "request_id": request_id if _REQUEST_ID.match(request_id) else str(uuid.uuid4()),
+        "client": request.remote,
+    }
+
+
+@routes.post(f"{BASE}/create/")
+async def create_key(request: web.Request) -> web.Response:
+    principal = user(request)
+    body = await read_json(request, KeyName)
+    secret = apikey.generate()
+    command = CreateKey(
+        key_id=apikey.new_key_id(),
+        name=body.name,
+        key_digest=apikey.digest(secret),
+        last4=apikey.last4(secret),
+    )
+    pool = request.app[POOL]
+    await commands.execute(pool, principal.account_id, command, metadata(request, principal))
+    await request.app[KEY_CACHE].after_own_command(pool)
+    created = await one_key_object(pool, principal.account_id, command.key_id)
+    return json_response(CreatedKey(**msgspec.structs.asdict(created), key=secret), status=201)
+
+
+@routes.get(f"{BASE}/")
+async def list_keys(request: web.Request) -> web.Response:
+    principal = user(request)
+    as_of = params.as_of(request.query)
+    async with request.app[POOL].acquire() as connection:
+        if as_of is None:
+            rows = await accounts_projection.list_keys(connection, principal.account_id)
+            keys = await key_objects(connection, rows)
+        else:
+            past = await time_travel.keys_as_of(connection, principal.account_id, as_of)
+            keys = [key_object(row, past.usage.get(row["key_id"]), past.days) for row in past.rows]
+    return json_response(KeyList(keys))
+
+
+@routes.get(KEY + "/")
+async def view_key(request: web.Request) -> web.Response:
+    principal = user(request)
+    return json_response(await one_key_object(request.app[POOL], principal.account_id, key_id_of(request)))
+
+
+@routes.patch(KEY + "/update/")
+async def rename_key(request: web.Request) -> web.Response:
+    principal = user(request)
+    body = await read_json(request, KeyName)
+    key_id = key_id_of(request)
+    pool = request.app[POOL]
+    await commands.execute(
+        pool, principal.account_id, RenameKey(key_id, body.name), metadata(request, principal)
+    )
+    return json_response(await one_key_object(pool, principal.account_id, key_id))
+
+
+@routes.post(KEY + "/revoke/")
+async def revoke_key(request: web.Request) -> web.Response:
+    principal = user(request)
+    key_id = key_id_of(request)
+    pool = request.app[POOL]
+    await commands.execute(pool, principal.account_id, RevokeKey(key_id), metadata(request, principal))
+    await request.app[KEY_CACHE].after_own_command(pool)
+    return json_response(await one_key_object(pool, principal.account_id, key_id))
+
+
+@routes.get(KEY + "/events/")
+async def key_history(request: web.Request) -> web.Response:
+    principal = user(request)
+    key_id = key_id_of(request)
+    pool = request.app[POOL]
+    async with pool.acquire() as connection:
+        if await accounts_projection.get_key(connection, principal.account_id, key_id) is None:
+            raise KeyNotFound()
+        stream = await eventstore.read_stream(connection, account_stream(principal.account_id))
+    history = []
+    for stored in stream:
+        fields = public_fields(account_event_decoder.decode(stored.data))
+        if fields.get("key_id") != key_id:
+            continue
+        meta = msgspec.json.decode(stored.metadata)
+        history.append(
+            KeyEvent(
+                position=stored.position,
+                version=stored.version,
+                type=stored.type,
+                recorded_at=stored.recorded_at,
+                actor=meta.get("actor"),
+                request_id=meta.get("request_id"),
+                data=fields,
+            )
+        )
+    return json_response(KeyHistory(history))

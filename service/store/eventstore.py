@@ -1,0 +1,195 @@
+"""Appending to and reading the event log.
+
+Every append holds the transaction-scoped advisory lock APPEND_LOCK from before its rows get their
+positions until it commits. Positions therefore become visible in the order they were handed out,
+and a reader of `position > last_seen` can never skip an event that commits late.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from events import chain
+from events.log import APPEND_LOCK, LIFECYCLE_CHANNEL, USAGE_CHANNEL, StoredEvent, usage_stream
+from events.model import Event, UsageRecorded, event_encoder, event_type
+
+
+class WrongExpectedVersion(Exception):
+    def __init__(self, stream_id: str, expected: int, actual: int | None):
+        super().__init__(f"stream {stream_id}: expected version {expected}, found {actual}")
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+
+
+_COLUMNS = "position, stream_id, version, account_id, type, data, metadata, recorded_at"
+
+
+def _stored(row: asyncpg.Record) -> StoredEvent:
+    return StoredEvent(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewEvent:
+    stream_id: str
+    version: int | None
+    account_id: str
+    type: str
+    data: bytes
+    fields: dict  # data decoded, for the hash: made before APPEND_LOCK is taken
+    idempotency_key: str | None = None
+
+
+def _new_event(stream_id, version, account_id, event: Event, idempotency_key=None) -> _NewEvent:
+    data = event_encoder.encode(event)
+    return _NewEvent(
+        stream_id, version, account_id, event_type(event), data, msgspec.json.decode(data), idempotency_key
+    )
+
+
+_INSERT = """
+    INSERT INTO events (position, stream_id, version, account_id, type, data, metadata,
+                        recorded_at, idempotency_key, hash)
+    OVERRIDING SYSTEM VALUE
+    SELECT t.position, t.stream_id, t.version, t.account_id, t.type, t.data, $6, $7, t.key, t.hash
+    FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $8::jsonb[],
+                $9::text[], $10::bytea[])
+         AS t(position, stream_id, version, account_id, type, data, key, hash)
+    ORDER BY t.position"""
+
+
+async def _insert(
+    connection: asyncpg.Connection, new: Sequence[_NewEvent], metadata: dict, returning: bool
+) -> list[StoredEvent]:
+    """Insert with positions, times and chained hashes drawn here; the caller holds APPEND_LOCK, so
+    everything here is serial: keep it short."""
+    # Under APPEND_LOCK both the positions and the database clock advance in log order.
+    drawn = await connection.fetch(
+        """SELECT nextval('events_position_seq') AS position, clock_timestamp() AS now,
+                  (SELECT hash FROM events ORDER BY position DESC LIMIT 1) AS head
+           FROM generate_series(1, $1)""",
+        len(new),
+    )
+    head, recorded_at = drawn[0]["head"] or chain.GENESIS, drawn[0]["now"]
+    meta_json = msgspec.json.encode(metadata)
+    shared = {"metadata": msgspec.json.decode(meta_json), "recorded_at": chain.timestamp_text(recorded_at)}
+    hashes = []
+    for row, event in zip(drawn, new, strict=True):
+        record = {
+            **shared,
+            "position": row["position"],
+            "stream_id": event.stream_id,
+            "version": event.version,
+            "account_id": event.account_id,
+            "type": event.type,
+            "data": event.fields,
+            "idempotency_key": event.idempotency_key,
+        }
+        head = chain.link(head, record)
+        hashes.append(head)
+    arguments = (
+        [row["position"] for row in drawn],
+        [event.stream_id for event in new],
+        [event.version for event in new],
+        [event.account_id for event in new],
+        [event.type for event in new],
+        meta_json,
+        recorded_at,
+        [event.data for event in new],
+        [event.idempotency_key for event in new],
+        hashes,
+    )
+    if not returning:
+        await connection.execute(_INSERT, *arguments)
+        return []
+    return [_stored(row) for row in await connection.fetch(f"{_INSERT} RETURNING {_COLUMNS}", *arguments)]
+
+
+async def append(
+    connection: asyncpg.Connection,
+    stream_id: str,
+    account_id: str,
+    expected_version: int,
+    new_events: Sequence[Event],
+    metadata: dict,
+) -> list[StoredEvent]:
+    """Append events at versions expected_version+1…; must run inside a transaction."""
+    if not connection.is_in_transaction():
+        raise RuntimeError("append must run inside a transaction")
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+    actual = await connection.fetchval("SELECT max(version) FROM events WHERE stream_id = $1", stream_id)
+    if (actual or 0) != expected_version:
+        raise WrongExpectedVersion(stream_id, expected_version, actual)
+    new = [
+        _new_event(stream_id, expected_version + n, account_id, event)
+        for n, event in enumerate(new_events, start=1)
+    ]
+    try:
+        stored = await _insert(connection, new, metadata, returning=True)
+    except asyncpg.UniqueViolationError as error:  # a writer that bypassed the lock
+        raise WrongExpectedVersion(stream_id, expected_version, None) from error
+    await connection.execute("SELECT pg_notify($1, $2)", LIFECYCLE_CHANNEL, str(stored[-1].position))
+    return stored
+
+
+async def append_usage(
+    connection: asyncpg.Connection, usage: Sequence[tuple[str, UsageRecorded]], metadata: dict
+) -> int:
+    """Append (account_id, UsageRecorded) pairs; returns how many were new.
+
+    A request_id already in the log (or twice in this batch) is skipped: that is the idempotency the
+    gateway relies on. Under APPEND_LOCK nobody else can add one between the look-up and the
+    insert, and the unique constraint on idempotency_key still guards it.
+    """
+    if not connection.is_in_transaction():
+        raise RuntimeError("append_usage must run inside a transaction")
+    candidates = [
+        _new_event(usage_stream(event.key_id), None, account_id, event, event.request_id)
+        for account_id, event in usage
+    ]  # encoded before the lock: everything under it is serial
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+    known = {
+        row["idempotency_key"]
+        for row in await connection.fetch(
+            "SELECT idempotency_key FROM events WHERE idempotency_key = ANY($1::text[])",
+            [candidate.idempotency_key for candidate in candidates],
+        )
+    }
+    new = []
+    for candidate in candidates:
+        if candidate.idempotency_key not in known:
+            known.add(candidate.idempotency_key)
+            new.append(candidate)
+    if new:
+        await _insert(connection, new, metadata, returning=False)
+        await connection.execute("SELECT pg_notify($1, '')", USAGE_CHANNEL)
+    return len(new)
+
+
+async def read_stream(
+    connection: asyncpg.Connection, stream_id: str, recorded_up_to: datetime | None = None
+) -> list[StoredEvent]:
+    """A stream's events in version order; with `recorded_up_to`, those recorded by then only."""
+    rows = await connection.fetch(
+        f"""SELECT {_COLUMNS} FROM events
+            WHERE stream_id = $1 AND ($2::timestamptz IS NULL OR recorded_at <= $2) ORDER BY version""",
+        stream_id,
+        recorded_up_to,
+    )
+    return [_stored(row) for row in rows]
+
+
+async def read_all(
+    connection: asyncpg.Connection, after: int = 0, limit: int = 1000, account_id: str | None = None
+) -> list[StoredEvent]:
+    """Events with position > after, in position order; gap-safe thanks to APPEND_LOCK."""
+    rows = await connection.fetch(
+        f"""SELECT {_COLUMNS} FROM events
+            WHERE position > $1 AND ($3::text IS NULL OR account_id = $3)
+            ORDER BY position LIMIT $2""",
+        after,
+        limit,
+        account_id,
+    )
+    return [_stored(row) for row in rows]
