@@ -39,7 +39,7 @@ from tests.helpers import (
     token_for,
     wait_until,
 )
-from tests.test_workers import serving, stop
+from tests.system.test_workers import serving, stop
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench-deps)"),
