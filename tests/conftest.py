@@ -8,6 +8,7 @@ template that has every migration applied.
 import asyncio
 import os
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _docker_answers() -> bool:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     if url := os.environ.get("KEYLEDGER_TEST_DATABASE_URL"):
         yield url
     elif _docker_answers():
@@ -50,8 +51,11 @@ def server_url(tmp_path_factory) -> Iterator[str]:
     else:
         from service.store.embedded import embedded_postgres
 
-        with embedded_postgres(Path(tmp_path_factory.mktemp("embedded"))) as url:
-            yield url
+        # Not under pytest's basetemp: another pytest run on the machine prunes all but the newest
+        # three of those, and would delete the data folder of a server still in use.
+        with tempfile.TemporaryDirectory(prefix="keyledger-test-pg-") as folder:
+            with embedded_postgres(Path(folder)) as url:
+                yield url
 
 
 async def _admin(server_url: str, *statements: str) -> None:
