@@ -159,3 +159,20 @@ async def lag(connection: asyncpg.Connection, query_timeout: float | None = None
         PROJECTOR,
         timeout=query_timeout,
     )
+
+
+async def account_days(
+    connection: asyncpg.Connection, account_id: str, first: date, last: date
+) -> list[asyncpg.Record]:
+    """(key_id, name, day, requests, cost_chf) of each key and UTC day with usage, read through the
+    analysts' views (docs/analytics.md), keys in creation order."""
+    return await connection.fetch(
+        """SELECT usage.key_id, keys.name, usage.day, usage.requests, usage.cost_chf
+           FROM analytics.key_usage_daily AS usage
+           LEFT JOIN analytics.keys AS keys ON keys.key_id = usage.key_id
+           WHERE usage.account_id = $1 AND usage.day BETWEEN $2 AND $3
+           ORDER BY keys.created_at, usage.key_id, usage.day""",
+        account_id,
+        first,
+        last,
+    )

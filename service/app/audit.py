@@ -12,21 +12,9 @@ import asyncpg
 import msgspec
 
 from events import chain
+from service.store import eventstore
 
 PAGE = 5000
-
-_PAGE_QUERY = """
-    SELECT e.position, e.stream_id, e.version, e.account_id, e.type, e.data, e.metadata,
-           e.recorded_at, e.idempotency_key, e.hash, previous.hash AS prev_hash
-    FROM events e
-    LEFT JOIN LATERAL (
-        SELECT p.hash FROM events p WHERE p.position < e.position ORDER BY p.position DESC LIMIT 1
-    ) AS previous ON true
-    WHERE e.position > $1
-      AND ($2::text IS NULL OR e.account_id = $2)
-      AND ($3::timestamptz IS NULL OR e.recorded_at >= $3)
-    ORDER BY e.position
-    LIMIT $4"""
 
 
 def _record(row: asyncpg.Record) -> dict:
@@ -53,7 +41,8 @@ async def events_page(
     since: datetime | None = None,
 ) -> list[dict]:
     """Export records (the covered fields, `prev_hash` and `hash`) after a position, in log order."""
-    return [_record(row) for row in await connection.fetch(_PAGE_QUERY, after, account_id, since, limit)]
+    rows = await eventstore.read_chained(connection, after, limit, account_id, since)
+    return [_record(row) for row in rows]
 
 
 async def all_records(connection: asyncpg.Connection, **filters) -> AsyncIterator[dict]:
@@ -65,7 +54,7 @@ async def all_records(connection: asyncpg.Connection, **filters) -> AsyncIterato
 
 
 async def head_digest(connection: asyncpg.Connection) -> dict:
-    row = await connection.fetchrow("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+    row = await eventstore.head(connection)
     if row is None:
         return {"position": 0, "hash": chain.GENESIS.hex()}
     return {"position": row["position"], "hash": row["hash"].hex()}

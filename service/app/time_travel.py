@@ -4,10 +4,9 @@
 database clock read under APPEND_LOCK, so it grows with the position). The projection tables are
 not read: their usage lags the log, and they only know the present.
 
-An answer for a given T never changes later. An append holds APPEND_LOCK from before it reads the
-clock for `recorded_at` until it commits, so after waiting for that lock (shared, then released at
-once) every event recorded up to the database's current time has committed, and the reads that
-follow see all of them. A T after that time is refused: its answer could still change.
+An answer for a given T never changes later: the reads wait until every event recorded up to the
+database's current time has committed (`eventstore.settled_clock`), and a T after that time is
+refused, since its answer could still change.
 """
 
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from datetime import date, datetime
 import asyncpg
 
 from events.chain import timestamp_text
-from events.log import APPEND_LOCK, account_stream
+from events.log import account_stream
 from events.model import account_event_decoder
 from projections import usage
 from projections.key_rows import KeyRow, key_rows
@@ -43,9 +42,7 @@ async def keys_as_of(connection: asyncpg.Connection, account_id: str, as_of: dat
 
 
 async def _wait_for_appends_recorded_up_to(connection: asyncpg.Connection, as_of: datetime) -> None:
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock_shared($1)", APPEND_LOCK)
-        now = await connection.fetchval("SELECT clock_timestamp()")
+    now = await eventstore.settled_clock(connection)
     if as_of > now:
         raise MomentInFuture(
             f"as_of is in the future (the log's clock reads {timestamp_text(now)}); ask for a past moment, "

@@ -18,17 +18,10 @@ import asyncpg
 import msgspec
 
 from events.usage import chf_text
+from projections import usage
 from service.cli.database import open_database
 
 PROG = "keyledger usage-report"
-
-_DAILY_USAGE = """
-    SELECT usage.key_id, keys.name, usage.day, usage.requests, usage.cost_chf
-    FROM analytics.key_usage_daily AS usage
-    LEFT JOIN analytics.keys AS keys ON keys.key_id = usage.key_id
-    WHERE usage.account_id = $1 AND usage.day BETWEEN $2 AND $3
-    ORDER BY keys.created_at, usage.key_id, usage.day
-"""
 
 
 @dataclass
@@ -72,7 +65,7 @@ class Report:
 async def fetch(database_url: str, account_id: str, first: date, last: date) -> Report:
     connection = await asyncpg.connect(database_url)
     try:
-        rows = await connection.fetch(_DAILY_USAGE, account_id, first, last)
+        rows = await usage.account_days(connection, account_id, first, last)
     finally:
         await connection.close()
     keys: dict[str, KeyUsage] = {}

@@ -193,3 +193,45 @@ async def read_all(
         account_id,
     )
     return [_stored(row) for row in rows]
+
+
+_CHAINED = """
+    SELECT e.position, e.stream_id, e.version, e.account_id, e.type, e.data, e.metadata,
+           e.recorded_at, e.idempotency_key, e.hash, previous.hash AS prev_hash
+    FROM events e
+    LEFT JOIN LATERAL (
+        SELECT p.hash FROM events p WHERE p.position < e.position ORDER BY p.position DESC LIMIT 1
+    ) AS previous ON true
+    WHERE e.position > $1
+      AND ($2::text IS NULL OR e.account_id = $2)
+      AND ($3::timestamptz IS NULL OR e.recorded_at >= $3)
+    ORDER BY e.position
+    LIMIT $4"""
+
+
+async def read_chained(
+    connection: asyncpg.Connection,
+    after: int,
+    limit: int,
+    account_id: str | None = None,
+    since: datetime | None = None,
+) -> list[asyncpg.Record]:
+    """Rows after a position in log order, each with every stored column, its hash and the hash of the
+    event before it in the whole log (what an auditor needs to check the chain of a filtered export)."""
+    return await connection.fetch(_CHAINED, after, account_id, since, limit)
+
+
+async def head(connection: asyncpg.Connection) -> asyncpg.Record | None:
+    """The position and hash of the last event, or None for an empty log."""
+    return await connection.fetchrow("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+
+
+async def settled_clock(connection: asyncpg.Connection) -> datetime:
+    """The database clock, read once every append that read an earlier clock has committed.
+
+    An append holds APPEND_LOCK from before it reads the clock for `recorded_at` until it commits, so
+    after waiting for that lock (shared, released at once) everything recorded up to the time read
+    here is visible to the reads that follow."""
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock_shared($1)", APPEND_LOCK)
+        return await connection.fetchval("SELECT clock_timestamp()")
