@@ -31,11 +31,10 @@ class Day:
     cost_chf: Decimal
 
 
-@dataclass
-class KeyUsage:
-    key_id: str
-    name: str | None
-    days: list[Day] = field(default_factory=list)
+class _Totals:
+    """Requests and CHF summed over `days`."""
+
+    days: list[Day]
 
     @property
     def requests(self) -> int:
@@ -47,19 +46,22 @@ class KeyUsage:
 
 
 @dataclass
-class Report:
+class KeyUsage(_Totals):
+    key_id: str
+    name: str | None
+    days: list[Day] = field(default_factory=list)
+
+
+@dataclass
+class Report(_Totals):
     account_id: str
     first: date
     last: date
     keys: list[KeyUsage]
 
     @property
-    def requests(self) -> int:
-        return sum(key.requests for key in self.keys)
-
-    @property
-    def cost_chf(self) -> Decimal:
-        return sum((key.cost_chf for key in self.keys), Decimal(0))
+    def days(self) -> list[Day]:
+        return [day for key in self.keys for day in key.days]
 
 
 async def fetch(database_url: str, account_id: str, first: date, last: date) -> Report:

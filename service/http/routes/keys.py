@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 
 from events import apikey
-from events.account import CreateKey, RenameKey, RevokeKey
+from events.account import Command, CreateKey, RenameKey, RevokeKey
 from events.errors import KeyNotFound
 from events.log import account_stream
 from events.model import account_event_decoder, public_fields
@@ -19,7 +19,7 @@ from service.http.appkeys import KEY_CACHE, POOL, TOKENS
 from service.http.auth import Principal, bearer_token
 from service.http.bodies import read_json
 from service.http.key_objects import key_object, key_objects, one_key_object
-from service.http.responses import CreatedKey, KeyEvent, KeyHistory, KeyList, json_response
+from service.http.responses import CreatedKey, KeyEvent, KeyHistory, KeyList, KeyObject, json_response
 from service.store import eventstore
 
 routes = web.RouteTableDef()
@@ -61,6 +61,14 @@ def metadata(request: web.Request, principal: Principal) -> dict:
     }
 
 
+async def _apply(request: web.Request, principal: Principal, command: Command, key_id: str) -> KeyObject:
+    """Run a lifecycle command; this process's key cache reflects it before the key is answered."""
+    pool = request.app[POOL]
+    await commands.execute(pool, principal.account_id, command, metadata(request, principal))
+    await request.app[KEY_CACHE].after_own_command(pool)
+    return await one_key_object(pool, principal.account_id, key_id)
+
+
 @routes.post(f"{BASE}/create/")
 async def create_key(request: web.Request) -> web.Response:
     principal = user(request)
@@ -72,10 +80,7 @@ async def create_key(request: web.Request) -> web.Response:
         key_digest=apikey.digest(secret),
         last4=apikey.last4(secret),
     )
-    pool = request.app[POOL]
-    await commands.execute(pool, principal.account_id, command, metadata(request, principal))
-    await request.app[KEY_CACHE].after_own_command(pool)
-    created = await one_key_object(pool, principal.account_id, command.key_id)
+    created = await _apply(request, principal, command, command.key_id)
     return json_response(CreatedKey(**msgspec.structs.asdict(created), key=secret), status=201)
 
 
@@ -104,21 +109,14 @@ async def rename_key(request: web.Request) -> web.Response:
     principal = user(request)
     body = await read_json(request, KeyName)
     key_id = key_id_of(request)
-    pool = request.app[POOL]
-    await commands.execute(
-        pool, principal.account_id, RenameKey(key_id, body.name), metadata(request, principal)
-    )
-    return json_response(await one_key_object(pool, principal.account_id, key_id))
+    return json_response(await _apply(request, principal, RenameKey(key_id, body.name), key_id))
 
 
 @routes.post(KEY + "/revoke/")
 async def revoke_key(request: web.Request) -> web.Response:
     principal = user(request)
     key_id = key_id_of(request)
-    pool = request.app[POOL]
-    await commands.execute(pool, principal.account_id, RevokeKey(key_id), metadata(request, principal))
-    await request.app[KEY_CACHE].after_own_command(pool)
-    return json_response(await one_key_object(pool, principal.account_id, key_id))
+    return json_response(await _apply(request, principal, RevokeKey(key_id), key_id))
 
 
 @routes.get(KEY + "/events/")
