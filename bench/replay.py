@@ -19,7 +19,7 @@ from service.store import db, eventstore
 WRITERS, WRITE_BATCH, KEYS_PER_ACCOUNT = 4, 10_000, 5
 
 
-async def lifecycle(pool: asyncpg.Pool, account_id: str) -> list[str]:
+async def lifecycle(pool: db.Pool, account_id: str) -> list[str]:
     """Five keys, two renamed, one revoked, a subscription: the account's active key ids."""
     metadata = {"actor": "bench"}
     keys = []

@@ -7,8 +7,6 @@ import random
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
-import asyncpg
-
 from events import apikey
 from events.account import CreateKey, RenameKey, RevokeKey, SetSubscription
 from events.errors import DomainError
@@ -24,7 +22,7 @@ METADATA = {"actor": "mixed log"}
 class MixedLog:
     """Writes to one database; remembers every key it created (key id -> account id)."""
 
-    def __init__(self, database_url: str, pool: asyncpg.Pool, seed: int):
+    def __init__(self, database_url: str, pool: db.Pool, seed: int):
         self._database_url, self._pool, self._seed = database_url, pool, seed
         self._rng = random.Random(seed)
         self.keys: dict[str, str] = {}

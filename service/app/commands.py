@@ -11,7 +11,7 @@ from events.log import StoredEvent, account_stream
 from events.model import account_event_decoder
 from projections import accounts as accounts_projection
 from service.app.errors import Contention
-from service.store import eventstore
+from service.store import db, eventstore
 
 MAX_ATTEMPTS = 10
 
@@ -22,7 +22,7 @@ async def load_account(connection: asyncpg.Connection, account_id: str) -> Accou
 
 
 async def execute(
-    pool: asyncpg.Pool, account_id: str, command: Command, metadata: dict
+    pool: db.Pool, account_id: str, command: Command, metadata: dict
 ) -> tuple[Account, list[StoredEvent]]:
     """Decide and append; on a concurrent append to the same stream, decide again on the new state.
 

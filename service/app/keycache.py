@@ -18,7 +18,7 @@ import asyncpg
 
 from events.log import LIFECYCLE_CHANNEL, RESET_CHANNEL
 from projections import accounts
-from service.store.db import DATABASE_UNAVAILABLE
+from service.store.db import DATABASE_UNAVAILABLE, Pool
 
 OWN_CATCH_UP_WAIT = 1.0  # seconds a command's answer waits for this process's key cache, at most
 STALE_AFTER = 3.0
@@ -104,7 +104,7 @@ class KeyCache:
         self._reload = True
         self._wake.set()
 
-    async def after_own_command(self, pool: asyncpg.Pool) -> None:
+    async def after_own_command(self, pool: Pool) -> None:
         """After a lifecycle command of this process: its own cache reflects it before the answer.
 
         Best effort: the command has committed, so a database that fails now must not turn its answer

@@ -2,14 +2,12 @@
 
 from datetime import UTC, datetime
 
-import asyncpg
-
 from events.usage import UsageReport, check_batch
 from projections import accounts
-from service.store import eventstore
+from service.store import db, eventstore
 
 
-async def record(pool: asyncpg.Pool, reports: list[UsageReport], metadata: dict) -> tuple[int, int]:
+async def record(pool: db.Pool, reports: list[UsageReport], metadata: dict) -> tuple[int, int]:
     """Store the batch, or refuse all of it (UsageRejected); returns (accepted, duplicates)."""
     async with pool.acquire() as connection:
         account_of = await accounts.accounts_of_keys(connection, list({r.key_id for r in reports}))

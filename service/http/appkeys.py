@@ -1,15 +1,15 @@
 """Typed keys for what the aiohttp application holds."""
 
-import asyncpg
 from aiohttp import web
 
 from projections.projector import Projector
 from service.app.keycache import KeyCache
 from service.config import Settings
 from service.http.auth import TokenVerifier
+from service.store.db import Pool
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", Pool)
 TOKENS = web.AppKey("tokens", TokenVerifier)
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
 PROJECTOR = web.AppKey("projector", Projector)

@@ -11,6 +11,7 @@ from events.usage import chf_text
 from projections import accounts, usage
 from projections.usage import KeyUsage
 from service.http.responses import DailyUsage, KeyObject, RecentUsage, UsageSummary
+from service.store.db import Pool
 
 
 def usage_block(key_usage: KeyUsage | None, days: list[date]) -> UsageSummary:
@@ -47,7 +48,7 @@ async def key_objects(connection: asyncpg.Connection, rows: list[asyncpg.Record]
     return [key_object(row, usage_by_key.get(row["key_id"]), days) for row in rows]
 
 
-async def one_key_object(pool: asyncpg.Pool, account_id: str, key_id: str) -> KeyObject:
+async def one_key_object(pool: Pool, account_id: str, key_id: str) -> KeyObject:
     """The key of this account, or KeyNotFound (also for another account's key)."""
     async with pool.acquire() as connection:
         row = await accounts.get_key(connection, account_id, key_id)

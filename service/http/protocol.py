@@ -10,6 +10,10 @@ tests' `TestServer` (all go through `AppRunner` and `Application._make_handler`)
 So `protocol_options()`, passed as `web.Application(handler_args=...)`, makes that server build
 `EnvelopeRequestHandler`s, and hands them the marker `error_envelope=True`; a connection of any
 other application (no marker) answers exactly as aiohttp's own handler does.
+
+This leans on aiohttp's internals (`_ErrInfo`, `_messages`, `_current_request`, the module-level
+`web_server.RequestHandler`): pyproject.toml bounds aiohttp, and tests/unit/test_aiohttp_internals.py
+says which of them changed when an upgrade moves one.
 """
 
 from aiohttp import http_exceptions, web, web_protocol, web_server

@@ -118,7 +118,7 @@ class _Lease:
 
     __slots__ = ("_connection", "_deadline", "_expired", "_pool", "_timer", "_wait")
 
-    def __init__(self, pool: "Pool", wait: float | None):
+    def __init__(self, pool: asyncpg.Pool, wait: float | None):
         self._pool, self._wait = pool, wait  # wait: the caller's own limit on waiting for a connection
         self._connection = None
         self._deadline = 0.0
@@ -134,7 +134,7 @@ class _Lease:
         if remaining <= 0:
             raise DatabaseTimeout(f"the database did not answer within {DEADLINE} s")
         try:
-            self._connection = await asyncpg.Pool.acquire(self._pool, timeout=remaining)
+            self._connection = await self._pool.acquire(timeout=remaining)
         except TimeoutError as error:  # every connection busy, or a new one not accepted
             raise DatabaseTimeout(f"no database connection within {DEADLINE} s") from error
         self._timer = loop.call_at(self._deadline, self._expire)
@@ -160,30 +160,35 @@ class _Lease:
             raise DatabaseTimeout(f"the database did not answer within {DEADLINE} s") from exc
 
 
-class Pool(asyncpg.Pool):
-    """asyncpg's pool whose `acquire()` holds a connection until the deadline at most."""
+class Pool:
+    """An asyncpg pool whose `acquire()` holds a connection until the deadline at most."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
 
     def acquire(self, *, timeout: float | None = None) -> _Lease:
-        return _Lease(self, timeout)
+        return _Lease(self._pool, timeout)
+
+    async def close(self) -> None:
+        await self._pool.close()
 
 
 async def create_pool(database_url: str, max_size: int = 10) -> Pool:
     """The pool of a process. min_size 0: no background task keeps reconnecting (and logging) while
     the database is away; connections open on demand and stay open while used."""
-    pool = Pool(
+    pool = await asyncpg.create_pool(
         database_url,
         min_size=0,
         max_size=max_size,
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         init=_init_connection,
-        loop=None,
-        connection_class=asyncpg.Connection,
-        record_class=asyncpg.Record,
         command_timeout=30,
         timeout=DEADLINE,  # to connect, also for connections no request waits for
     )
-    return await pool
+    return Pool(pool)
 
 
 async def connect(database_url: str) -> asyncpg.Connection:

@@ -56,7 +56,7 @@ def replay(monkeypatch, capsys, database_url):
 
 
 @pytest.fixture
-async def pool(database_url) -> asyncpg.Pool:
+async def pool(database_url) -> db.Pool:
     """A pool as the service role, for writers that run commands as the API does."""
     pool = await db.create_pool(database_url, max_size=8)
     yield pool
