@@ -31,8 +31,17 @@ class KeyIdTaken(DomainError):
 
 
 class UsageRejected(DomainError):
-    """One report of a usage batch breaks a rule: the whole batch is refused, naming its index."""
+    """A well-formed report of a usage batch that the log refuses (a key it does not hold, a moment
+    outside the time window): the whole batch is refused, naming its index."""
 
     def __init__(self, index: int, problem: str):
         super().__init__(f"events[{index}]: {problem}")
+        self.index = index
+
+
+class InvalidUsage(DomainError):
+    """A report of a usage batch whose field is malformed: the whole batch is refused, naming the field."""
+
+    def __init__(self, index: int, field: str, problem: str):
+        super().__init__(f"events[{index}].{field}: {problem}")
         self.index = index

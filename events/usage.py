@@ -10,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 
-from events.errors import UsageRejected
+from events.errors import InvalidUsage, UsageRejected
 from events.model import UsageRecorded
 
 MAX_BATCH = 10_000
@@ -62,33 +62,43 @@ def canonical_chf(text: str) -> str | None:
 
 
 def check_batch(reports: list[UsageReport], known_keys: set[str], now: datetime) -> list[UsageRecorded]:
-    """The events to record, or `UsageRejected` for the first report that breaks a rule."""
-    recorded = []
+    """The events to record. A malformed report anywhere in the batch raises `InvalidUsage` (the
+    request breaks a rule of the API); only a batch without one gets to `UsageRejected` (the log
+    refuses a well-formed report). Either names the first such report."""
+    costs = [_cost(index, report.cost_chf) for index, report in enumerate(reports)]
     for index, report in enumerate(reports):
-        cost = canonical_chf(report.cost_chf)
-        if cost is None:
-            raise UsageRejected(
-                index,
-                f"cost_chf {report.cost_chf!r} must be a non-negative decimal string with at most 9 places, "
-                'e.g. "0.000150".',
-            )
-        if report.key_id not in known_keys:
-            raise UsageRejected(index, f"key_id {report.key_id!r} is not a key keyledger knows.")
-        if report.occurred_at > now + MAX_AHEAD:
-            raise UsageRejected(index, "occurred_at is more than 5 minutes in the future; check the clock.")
-        if report.occurred_at < now - MAX_BEHIND:
-            raise UsageRejected(
-                index, "occurred_at is more than 35 days in the past; such usage is not accepted."
-            )
-        recorded.append(
-            UsageRecorded(
-                request_id=report.request_id,
-                key_id=report.key_id,
-                occurred_at=report.occurred_at,
-                cost_chf=cost,
-                units=report.units,
-                endpoint=report.endpoint,
-                model=report.model,
-            )
+        _check_against_log(index, report, known_keys, now)
+    return [
+        UsageRecorded(
+            request_id=report.request_id,
+            key_id=report.key_id,
+            occurred_at=report.occurred_at,
+            cost_chf=cost,
+            units=report.units,
+            endpoint=report.endpoint,
+            model=report.model,
         )
-    return recorded
+        for report, cost in zip(reports, costs, strict=True)
+    ]
+
+
+def _cost(index: int, text: str) -> str:
+    cost = canonical_chf(text)
+    if cost is None:
+        raise InvalidUsage(
+            index,
+            "cost_chf",
+            f'{text!r} must be a non-negative decimal string with at most 9 places, e.g. "0.000150".',
+        )
+    return cost
+
+
+def _check_against_log(index: int, report: UsageReport, known_keys: set[str], now: datetime) -> None:
+    if report.key_id not in known_keys:
+        raise UsageRejected(index, f"key_id {report.key_id!r} is not a key keyledger knows.")
+    if report.occurred_at > now + MAX_AHEAD:
+        raise UsageRejected(index, "occurred_at is more than 5 minutes in the future; check the clock.")
+    if report.occurred_at < now - MAX_BEHIND:
+        raise UsageRejected(
+            index, "occurred_at is more than 35 days in the past; such usage is not accepted."
+        )

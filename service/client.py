@@ -164,7 +164,8 @@ class KeyledgerClient:
                     if response.status == 202:
                         return
                     answer = await response.read()
-                    if response.status == 422 and (match := _REJECTED_INDEX.search(answer.decode())):
+                    # 400 (a malformed event) or 422 (one the log refuses), naming it: drop that one.
+                    if response.status in (400, 422) and (match := _REJECTED_INDEX.search(answer.decode())):
                         rejected = batch.pop(int(match.group(1)))  # keyledger will never take it
                         log.error("keyledger refused usage %s: %s", rejected["request_id"], answer.decode())
                         continue

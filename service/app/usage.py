@@ -8,7 +8,7 @@ from service.store import db, eventstore
 
 
 async def record(pool: db.Pool, reports: list[UsageReport], metadata: dict) -> tuple[int, int]:
-    """Store the batch, or refuse all of it (UsageRejected); returns (accepted, duplicates)."""
+    """Store the batch, or refuse all of it (InvalidUsage, UsageRejected); returns (accepted, duplicates)."""
     async with pool.acquire() as connection:
         account_of = await accounts.accounts_of_keys(connection, list({r.key_id for r in reports}))
         recorded = check_batch(reports, set(account_of), datetime.now(UTC))

@@ -33,7 +33,7 @@ async def read_json(request: web.Request, type_: type[T], limit: int = DEFAULT_B
         value = msgspec.json.decode(body, type=type_, strict=True)
     except msgspec.ValidationError as error:
         raise ApiError(
-            422, "unprocessable", f"The body does not match what this endpoint takes: {error}."
+            400, "invalid_request", f"The body does not match what this endpoint takes: {error}."
         ) from None
     except msgspec.DecodeError as error:
         raise ApiError(400, "invalid_request", f"The body is not valid JSON: {error}.") from None

@@ -8,6 +8,7 @@ from aiohttp import web
 from events.errors import (
     DomainError,
     InvalidName,
+    InvalidUsage,
     KeyIdTaken,
     KeyLimitReached,
     KeyNotFound,
@@ -29,13 +30,15 @@ class ApiError(Exception):
         self.status, self.type, self.message, self.headers = status, type_, message, headers or {}
 
 
-# The answer to each refusal of the rules (events.errors) and of the application (service.app.errors).
+# The answer to each refusal of the rules (events.errors) and of the application (service.app.errors):
+# 400 for a request that breaks a rule of the API, 422 for a well-formed one the state of the log refuses.
 ANSWERS: dict[type[Exception], tuple[int, str]] = {
     KeyLimitReached: (409, "key_limit_reached"),
     KeyRevoked: (409, "key_revoked"),
     KeyIdTaken: (409, "conflict"),
     KeyNotFound: (404, "not_found"),
-    InvalidName: (422, "unprocessable"),
+    InvalidName: (400, "invalid_request"),
+    InvalidUsage: (400, "invalid_request"),
     UsageRejected: (422, "unprocessable"),
     MomentInFuture: (422, "unprocessable"),
     Contention: (503, "service_unavailable"),

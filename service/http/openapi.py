@@ -24,7 +24,8 @@ routes = web.RouteTableDef()
 JWT, API_KEY, SERVICE = "accountJwt", "apiKey", "serviceToken"
 
 _ERRORS = {
-    400: "The request is malformed (bad JSON, a bad query parameter).",
+    400: "The request breaks a rule of the API: not JSON, a missing, unknown or mistyped field, a name, "
+    "time or amount outside its rules, a bad path or query parameter; the message names the field.",
     401: "No credentials, or credentials that are not valid (see WWW-Authenticate).",
     402: "The key is valid but its account has no active subscription.",
     403: "The key is invalid or revoked, or the caller lacks the role.",
@@ -32,10 +33,10 @@ _ERRORS = {
     409: "The 5-key limit is reached, or the key is revoked.",
     413: "The body is over the limit: 1 MiB, or 8 MiB for usage batches.",
     415: "The body is not sent as application/json.",
-    422: "The JSON does not match what the endpoint takes; the message names the field.",
+    422: "The request is well-formed, but the state of the log refuses it.",
     503: "The database cannot be reached; retry after the Retry-After seconds.",
 }
-_BODY_ERRORS = (400, 413, 415, 422)
+_BODY_ERRORS = (400, 413, 415)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ OPERATIONS = (
         "get", f"{BASE}/", "List the account's keys, newest first, revoked included",
         responses.KeyList, 200, (JWT,), errors=(400, 401, 422, 503),
         parameters=(_query("as_of", "the keys as they stood at this past RFC 3339 time", {"type": "string", "format": "date-time"}),),
+        error_notes={422: "as_of is later than the database's clock: the answer for it could still change."},
     ),
     Operation(
         "get", f"{BASE}/{{key_id}}/", "View a key with its usage",
@@ -110,7 +112,14 @@ OPERATIONS = (
     Operation("post", "/api/v1/auth/verify", "Verify a customer's sk- key (gateway hot path)", **_VERIFY),
     Operation(
         "post", "/api/v1/usage/", "Report usage of verified requests; request_id makes it idempotent",
-        responses.UsageAccepted, 202, (SERVICE,), UsageBatch, (*_BODY_ERRORS, 401, 503),
+        responses.UsageAccepted, 202, (SERVICE,), UsageBatch, (*_BODY_ERRORS, 401, 422, 503),
+        error_notes={
+            400: "An event breaks a rule of the API (a missing or mistyped field, a cost_chf that is not a "
+            "non-negative decimal string with at most 9 places); the message names events[i] and the field. "
+            "Nothing of the batch is stored.",
+            422: "A well-formed event names a key keyledger does not hold, or its occurred_at is more than "
+            "5 minutes ahead or 35 days back; the message names events[i]. Nothing of the batch is stored.",
+        },
     ),
     Operation(
         "put", "/api/v1/internal/accounts/{account_id}/subscription", "Turn a subscription on or off",

@@ -117,3 +117,19 @@ async def test_close_resends_the_batch_the_flusher_was_cut_off_sending(settings,
         await client.close()
     stored = await admin.fetchval("SELECT count(*) FROM events WHERE type = 'UsageRecorded'")
     assert stored == 3
+
+
+async def test_a_report_keyledger_refuses_is_dropped_and_the_rest_of_its_batch_delivered(keyledger, admin):
+    """A malformed cost (400) and an unknown key (422) name their event: the client drops each one
+    instead of resending the batch forever, and delivers the good reports beside them."""
+    key = await create_key(keyledger)
+    client = KeyledgerClient(str(keyledger.make_url("")), SERVICE_TOKEN, flush_interval=3600)
+    await client.start()
+    await client.report(key["id"], "0.000100", request_id="good-1")
+    await client.report(key["id"], "1e-3", request_id="malformed-cost")
+    await client.report("key_0000000000000000000000", "0.000100", request_id="unknown-key")
+    await client.report(key["id"], "0.000100", request_id="good-2")
+    async with asyncio.timeout(10):  # a client that resends a refused batch forever fails here
+        await client.close()  # the shutdown flush sends the four in one batch
+    stored = await admin.fetch("SELECT data->>'request_id' AS id FROM events WHERE type = 'UsageRecorded'")
+    assert sorted(row["id"] for row in stored) == ["good-1", "good-2"]

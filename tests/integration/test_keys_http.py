@@ -290,35 +290,49 @@ def as_json(value) -> Body:
 
 TOO_LARGE = b'{"name": "' + b"a" * MIB + b'"}'
 
+# (body, status, type, a text the message must hold: the field it names)
 BODY_ERRORS = [
-    pytest.param(Body(b'{"name": "x"'), 400, "invalid_request", id="malformed-json"),
-    pytest.param(Body(b""), 400, "invalid_request", id="empty-body"),
-    pytest.param(Body(b'{"name": "x"}', "text/plain"), 415, "invalid_request", id="wrong-content-type"),
-    pytest.param(Body(b"name=x", "application/x-www-form-urlencoded"), 415, "invalid_request", id="form"),
-    pytest.param(as_json({}), 422, "unprocessable", id="missing-name"),
-    pytest.param(as_json({"name": 42}), 422, "unprocessable", id="name-not-a-string"),
-    pytest.param(as_json({"name": None}), 422, "unprocessable", id="name-null"),
-    pytest.param(as_json(["x"]), 422, "unprocessable", id="not-an-object"),
-    pytest.param(as_json({"name": "x", "admin": True}), 422, "unprocessable", id="unknown-field"),
-    pytest.param(as_json({"name": ""}), 422, "unprocessable", id="empty-name"),
-    pytest.param(as_json({"name": " \t "}), 422, "unprocessable", id="whitespace-name"),
-    pytest.param(as_json({"name": "n" * 101}), 422, "unprocessable", id="101-characters"),
-    pytest.param(as_json({"name": "bell\x07name"}), 422, "unprocessable", id="control-character"),
-    pytest.param(as_json({"name": "line\nbreak"}), 422, "unprocessable", id="newline-inside"),
-    pytest.param(as_json({"name": "nul\x00byte"}), 422, "unprocessable", id="nul-character"),
-    pytest.param(as_json({"name": "invoice\u202etxt.exe"}), 422, "unprocessable", id="bidi-override"),
-    pytest.param(Body(TOO_LARGE), 413, "payload_too_large", id="over-1-MiB"),
-    pytest.param(Body(TOO_LARGE, chunked=True), 413, "payload_too_large", id="over-1-MiB-chunked"),
+    pytest.param(Body(b'{"name": "x"'), 400, "invalid_request", "JSON", id="malformed-json"),
+    pytest.param(Body(b""), 400, "invalid_request", "JSON", id="empty-body"),
+    pytest.param(
+        Body(b'{"name": "x"}', "text/plain"), 415, "invalid_request", "JSON", id="wrong-content-type"
+    ),
+    pytest.param(
+        Body(b"name=x", "application/x-www-form-urlencoded"), 415, "invalid_request", "JSON", id="form"
+    ),
+    pytest.param(as_json({}), 400, "invalid_request", "`name`", id="missing-name"),
+    pytest.param(as_json({"name": 42}), 400, "invalid_request", "`$.name`", id="name-not-a-string"),
+    pytest.param(as_json({"name": None}), 400, "invalid_request", "`$.name`", id="name-null"),
+    pytest.param(as_json({"name": ["x"]}), 400, "invalid_request", "`$.name`", id="name-a-list"),
+    pytest.param(as_json(["x"]), 400, "invalid_request", "object", id="not-an-object"),
+    pytest.param(
+        as_json({"name": "x", "admin": True}), 400, "invalid_request", "`admin`", id="unknown-field"
+    ),
+    pytest.param(as_json({"name": ""}), 400, "invalid_request", "name", id="empty-name"),
+    pytest.param(as_json({"name": " \t "}), 400, "invalid_request", "name", id="whitespace-name"),
+    pytest.param(as_json({"name": "n" * 101}), 400, "invalid_request", "name", id="101-characters"),
+    pytest.param(as_json({"name": "bell\x07name"}), 400, "invalid_request", "name", id="control-character"),
+    pytest.param(as_json({"name": "line\nbreak"}), 400, "invalid_request", "name", id="newline-inside"),
+    pytest.param(as_json({"name": "nul\x00byte"}), 400, "invalid_request", "name", id="nul-character"),
+    pytest.param(
+        as_json({"name": "invoice\u202etxt.exe"}), 400, "invalid_request", "name", id="bidi-override"
+    ),
+    pytest.param(Body(TOO_LARGE), 413, "payload_too_large", "KiB", id="over-1-MiB"),
+    pytest.param(Body(TOO_LARGE, chunked=True), 413, "payload_too_large", "KiB", id="over-1-MiB-chunked"),
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "type_"), BODY_ERRORS)
+@pytest.mark.parametrize(("body", "status", "type_", "names"), BODY_ERRORS)
 @pytest.mark.parametrize("endpoint", ["create", "rename"])
-async def test_a_bad_body_is_refused_and_changes_nothing(client, admin, key, endpoint, body, status, type_):
+async def test_a_bad_body_is_refused_and_changes_nothing(
+    client, admin, key, endpoint, body, status, type_, names
+):
     method, path = ("POST", CREATE) if endpoint == "create" else ("PATCH", rename_path(key["id"]))
     before = await snapshot(admin)
 
-    await expect_error(await client.request(method, path, **body.request_kwargs()), status, type_)
+    response = await client.request(method, path, **body.request_kwargs())
+    message = await expect_error(response, status, type_)
+    assert names in message, message
 
     assert await snapshot(admin) == before
     assert await list_keys(client) == [public_view(key)]

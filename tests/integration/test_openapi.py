@@ -56,6 +56,23 @@ def test_every_operation_names_its_security_its_errors_and_the_envelope():
             assert "401" in described["responses"], operation.path
 
 
+def test_malformed_input_is_documented_as_400_and_only_refusals_of_the_log_as_422():
+    """SPEC "Errors": a body or parameter that breaks a rule is 400; 422 is only a well-formed usage
+    event the log refuses (unknown key, time window) and a key list as_of in the future."""
+    openapi = document()
+    documented_422 = set()
+    for operation in OPERATIONS:
+        answers = openapi["paths"][operation.path][operation.method]["responses"]
+        if "422" in answers:
+            documented_422.add((operation.method, operation.path))
+        if operation.body is not None or any(p["in"] == "query" for p in operation.parameters):
+            assert "400" in answers, (operation.method, operation.path)
+    assert documented_422 == {("post", "/api/v1/usage/"), ("get", f"{KEYS}/")}
+    usage = openapi["paths"]["/api/v1/usage/"]["post"]["responses"]
+    assert "cost_chf" in usage["400"]["description"] and "key" in usage["422"]["description"]
+    assert "as_of" in openapi["paths"][f"{KEYS}/"]["get"]["responses"]["422"]["description"]
+
+
 @pytest.mark.parametrize("path", ["/api/v1/usage/", KEYS + "/create/"])
 def test_request_bodies_are_the_structs_the_handlers_decode(path):
     operation = document()["paths"][path]["post"]

@@ -270,7 +270,7 @@ async def test_an_as_of_that_is_not_an_rfc3339_time_with_a_zone_is_refused(clien
     await create_key(client, OWNER)
     response = await client.get(f"{LIST}?{query}", headers=auth(OWNER))
     message = await expect_error(response, 400, "invalid_request")
-    assert "RFC 3339" in message and "2026-11-01T00:00:00Z" in message
+    assert "as_of" in message and "RFC 3339" in message and "2026-11-01T00:00:00Z" in message
     if "+" in query:
         assert "%2B" in message
 

@@ -249,34 +249,43 @@ async def test_a_request_id_reported_again_weeks_later_still_counts_once(client,
 # A bad batch is refused whole, naming the bad event, and stores nothing
 
 BAD_EVENTS = {
-    # case: (field, value); None removes the field
-    "unknown key": ("key_id", UNKNOWN_KEY_ID),
-    "negative cost": ("cost_chf", "-0.000150"),
-    "cost not a number": ("cost_chf", "abc"),
-    "cost in exponent notation": ("cost_chf", "1e-3"),
-    "cost as a JSON number": ("cost_chf", 0.1),
-    "cost as a JSON integer": ("cost_chf", 1),
-    "cost empty": ("cost_chf", ""),
-    "cost with a plus sign": ("cost_chf", "+0.1"),
-    "cost with a decimal comma": ("cost_chf", "0,1"),
-    "cost NaN": ("cost_chf", "NaN"),
-    "cost Infinity": ("cost_chf", "Infinity"),
-    "cost with 10 decimals": ("cost_chf", "0.0000000001"),
-    "cost with spaces": ("cost_chf", " 0.1"),
-    "occurred_at 6 minutes ahead": ("occurred_at", timedelta(minutes=6)),
-    "occurred_at 35 days and an hour back": ("occurred_at", -timedelta(days=35, hours=1)),
-    "occurred_at without a time zone": ("occurred_at", "2026-01-01T10:00:00"),
-    "occurred_at not a time": ("occurred_at", "yesterday"),
-    "no request_id": ("request_id", None),
-    "empty request_id": ("request_id", ""),
-    "no key_id": ("key_id", None),
-    "no occurred_at": ("occurred_at", None),
-    "no cost_chf": ("cost_chf", None),
-    "no units": ("units", None),
-    "negative units": ("units", -1),
-    "no endpoint": ("endpoint", None),
-    "no model": ("model", None),
+    # case: (field, value, status); None removes the field. 400: the event breaks a rule of the API;
+    # 422: a well-formed event the log refuses (a key it does not hold, outside the time window).
+    "unknown key": ("key_id", UNKNOWN_KEY_ID, 422),
+    "negative cost": ("cost_chf", "-0.000150", 400),
+    "cost not a number": ("cost_chf", "abc", 400),
+    "cost in exponent notation": ("cost_chf", "1e-3", 400),
+    "cost as a JSON number": ("cost_chf", 0.1, 400),
+    "cost as a JSON integer": ("cost_chf", 1, 400),
+    "cost empty": ("cost_chf", "", 400),
+    "cost with a plus sign": ("cost_chf", "+0.1", 400),
+    "cost with a decimal comma": ("cost_chf", "0,1", 400),
+    "cost NaN": ("cost_chf", "NaN", 400),
+    "cost Infinity": ("cost_chf", "Infinity", 400),
+    "cost with 10 decimals": ("cost_chf", "0.0000000001", 400),
+    "cost with spaces": ("cost_chf", " 0.1", 400),
+    "occurred_at 6 minutes ahead": ("occurred_at", timedelta(minutes=6), 422),
+    "occurred_at 35 days and an hour back": ("occurred_at", -timedelta(days=35, hours=1), 422),
+    "occurred_at without a time zone": ("occurred_at", "2026-01-01T10:00:00", 400),
+    "occurred_at not a time": ("occurred_at", "yesterday", 400),
+    "no request_id": ("request_id", None, 400),
+    "empty request_id": ("request_id", "", 400),
+    "no key_id": ("key_id", None, 400),
+    "no occurred_at": ("occurred_at", None, 400),
+    "no cost_chf": ("cost_chf", None, 400),
+    "no units": ("units", None, 400),
+    "negative units": ("units", -1, 400),
+    "no endpoint": ("endpoint", None, 400),
+    "no model": ("model", None, 400),
 }
+_TYPES = {400: "invalid_request", 422: "unprocessable"}
+
+
+def naming(field: str, value, status: int) -> str:
+    """What the refusal of event [2] must say: the missing field, the malformed one, or the refused one."""
+    if value is None:
+        return f"missing required field `{field}` - at `$.events[2]`"
+    return f"events[2].{field}" if status == 400 else f"events[2]: {field}"
 
 
 def with_bad_event(good: list[dict], field: str, value) -> list[dict]:
@@ -297,14 +306,16 @@ async def settled_counts(client, admin) -> dict[str, int]:
     return await table_counts(admin)
 
 
-@pytest.mark.parametrize(("field", "value"), BAD_EVENTS.values(), ids=BAD_EVENTS.keys())
-async def test_a_batch_with_one_bad_event_is_refused_whole_naming_it(client, admin, key, field, value):
+@pytest.mark.parametrize(("field", "value", "status"), BAD_EVENTS.values(), ids=BAD_EVENTS.keys())
+async def test_a_batch_with_one_bad_event_is_refused_whole_naming_it(
+    client, admin, key, field, value, status
+):
     good = batch_of(key["id"], 5)
     before = await settled_counts(client, admin)
 
     response = await send_usage(client, with_bad_event(good, field, value))
-    message = await expect_error(response, (400, 422))
-    assert "events[2]" in message, message
+    message = await expect_error(response, status, _TYPES[status])
+    assert naming(field, value, status) in message, message
     for other in (0, 1, 3, 4):
         assert f"events[{other}]" not in message, message
     assert await table_counts(admin) == before, "part of a refused batch was stored"
@@ -314,12 +325,30 @@ async def test_a_batch_with_one_bad_event_is_refused_whole_naming_it(client, adm
     await wait_for_requests(client, key["id"], 5, within=SETTLE)
 
 
+async def test_a_malformed_event_is_400_even_behind_an_event_the_log_refuses(client, admin, key):
+    """A malformed request is 400 wherever it is malformed: the cost of event [3] is checked before
+    the log is asked about the key of event [1]."""
+    batch = batch_of(key["id"], 5)
+    batch[1]["key_id"] = UNKNOWN_KEY_ID
+    batch[3]["cost_chf"] = "1e-3"
+    before = await settled_counts(client, admin)
+
+    message = await expect_error(await send_usage(client, batch), 400, "invalid_request")
+    assert "events[3].cost_chf" in message and "events[1]" not in message, message
+    assert await table_counts(admin) == before
+
+    batch[3]["cost_chf"] = "0.001"  # now well-formed: the log refuses the unknown key
+    message = await expect_error(await send_usage(client, batch), 422, "unprocessable")
+    assert "events[1]: key_id" in message, message
+    assert await table_counts(admin) == before
+
+
 async def test_a_batch_of_more_than_10000_events_is_refused(client, admin, key):
     now = datetime.now(UTC)
     before = await settled_counts(client, admin)
     too_many = [usage_event(key["id"], f"req-{n}", "0.000000001", now) for n in range(10_001)]
     response = await send_usage(client, too_many)
-    await expect_error(response, (400, 413, 422))
+    assert "$.events" in await expect_error(response, 400, "invalid_request")
     assert await table_counts(admin) == before
     # Control: 10,000 are one full batch.
     await expect_accepted(await send_usage(client, too_many[:10_000]), 10_000)
@@ -335,7 +364,7 @@ async def test_a_body_that_is_not_a_batch_is_refused(client, admin, body):
     before = await settled_counts(client, admin)
     raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     response = await post_body(client, USAGE, raw, service_headers())
-    await expect_error(response, (400, 422))
+    await expect_error(response, 400, "invalid_request")
     assert await table_counts(admin) == before
 
 

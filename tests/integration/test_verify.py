@@ -164,14 +164,14 @@ SUBSCRIPTION_ERRORS = {
         401,
         "authentication_required",
     ),
-    "unknown status": (service_headers(), {"status": "paused", "plan": "pro"}, 422, "unprocessable"),
-    "status as a boolean": (service_headers(), {"status": True, "plan": "pro"}, 422, "unprocessable"),
-    "no status": (service_headers(), {"plan": "pro"}, 422, "unprocessable"),
+    "unknown status": (service_headers(), {"status": "paused", "plan": "pro"}, 400, "invalid_request"),
+    "status as a boolean": (service_headers(), {"status": True, "plan": "pro"}, 400, "invalid_request"),
+    "no status": (service_headers(), {"plan": "pro"}, 400, "invalid_request"),
     "unknown field": (
         service_headers(),
         {"status": "active", "plan": "pro", "seats": 3},
-        422,
-        "unprocessable",
+        400,
+        "invalid_request",
     ),
 }
 

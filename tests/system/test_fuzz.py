@@ -19,8 +19,9 @@ from tests.processes import activate_subscription, running_service
 
 EXAMPLES = int(os.environ.get("KEYLEDGER_FUZZ_EXAMPLES", "30"))
 # Requests that can be valid by shape and still be refused with a documented 4xx, by a rule the document
-# states in words: a usage event for an unknown key or outside the time window, a time-travel moment in
-# the future, a key name that is blank once trimmed or holds a control character.
+# states in words: a usage event for an unknown key or outside the time window (422) or with a cost_chf
+# that is not a decimal string (400), a time-travel moment in the future (422), a key name that is blank
+# once trimmed or holds a control character (400).
 SHAPE_IS_NOT_ENOUGH = {
     ("POST", "/api/v1/usage/"),
     ("GET", "/api/v1/accounts/user/api-keys/"),

@@ -27,7 +27,7 @@ async def set_subscription(request: web.Request) -> web.Response:
     check_service_token(request, request.app[SETTINGS].service_token)
     account_id = request.match_info["account_id"]
     if not is_account_id(account_id):
-        raise ApiError(422, "unprocessable", f"account_id must be {ACCOUNT_ID_RULE}.")
+        raise ApiError(400, "invalid_request", f"account_id must be {ACCOUNT_ID_RULE}.")
     body = await read_json(request, Subscription)
     command = SetSubscription(active=body.status == "active", plan=body.plan)
     metadata = {"actor": "service", "client": request.remote}
