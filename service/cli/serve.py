@@ -1,4 +1,4 @@
-"""`keyledger serve`: migrate, print how to try it, and serve (one process, or N workers)."""
+"""`keyledger serve`: migrate, print how to try it, and serve (one process, or N gunicorn workers)."""
 
 import argparse
 import asyncio
@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from events.account import SetSubscription
 from service.app import commands
-from service.cli import workers
+from service.cli import gunicorn_master
 from service.cli.database import resolve_database
 from service.config import Settings, from_environment
 from service.http import serving
@@ -75,6 +75,8 @@ async def _prepare_database(settings: Settings) -> list[str]:
 
 
 def serve(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        gunicorn_master.share_metrics()  # first: it may start this command again
     settings = from_environment()
     settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
     with ExitStack() as stack:
@@ -84,8 +86,9 @@ def serve(args: argparse.Namespace) -> int:
             print(f"Applied migrations: {', '.join(applied)}", flush=True)
         print(_banner(settings, not os.environ.get("KEYLEDGER_SERVICE_TOKEN")), flush=True)
         if args.workers > 1:
-            return workers.serve(settings, args.workers)
-        serving.serve(create_app(settings), host=settings.host, port=settings.port)
+            gunicorn_master.run(settings, args.workers)  # exits with gunicorn's status
+        else:
+            serving.serve(create_app(settings), host=settings.host, port=settings.port)
     return 0
 
 
@@ -104,9 +107,8 @@ def register(commands_: argparse._SubParsersAction) -> None:
         "--workers",
         type=_positive,
         default=1,
-        help="processes serving the port (default 1). With more, this process binds the port, forks them "
-        "and supervises them: SIGTERM or SIGINT stops them gracefully (exit 0); if one dies, the others "
-        "are stopped and keyledger exits with status 1, for systemd or Kubernetes to restart it. Each "
-        "holds KEYLEDGER_POOL_MAX_SIZE + 2 database connections.",
+        help="processes serving the port (default 1). With more, this process is gunicorn's master: it "
+        "binds the port, forks the workers and starts one again if it dies; SIGTERM or SIGINT stops them "
+        "gracefully (exit 0). Each holds KEYLEDGER_POOL_MAX_SIZE + 2 database connections.",
     )
     parser.set_defaults(run=serve)

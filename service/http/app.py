@@ -1,9 +1,11 @@
-"""The aiohttp application factory, used by the CLI, by gunicorn's aiohttp worker and by the tests."""
+"""The aiohttp application factories: `create_app(settings)` for the CLI and the tests, and
+`app_from_environment()` for gunicorn (`keyledger serve --workers N`)."""
 
 import asyncio
 import contextlib
 import functools
 import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,7 +13,7 @@ from aiohttp import web
 from events.log import USAGE_CHANNEL
 from projections.projector import Projector
 from service.app.keycache import KeyCache
-from service.config import Settings
+from service.config import ConfigError, Settings, from_environment
 from service.http.appkeys import KEY_CACHE, POOL, PROJECTOR, SETTINGS, TOKENS
 from service.http.auth import TokenVerifier
 from service.http.bodies import LARGEST_BODY_LIMIT
@@ -73,3 +75,17 @@ def create_app(settings: Settings) -> web.Application:
     for routes in (*ROUTES, openapi_routes):
         app.add_routes(routes)
     return app
+
+
+def app_from_environment() -> web.Application:
+    """The app of one gunicorn worker. Workers share nothing but the environment, so nothing may be
+    made up per process: the service token, the JWT key and the database must all be set there
+    (`keyledger serve --workers N` sets the ones it generated or started before gunicorn starts)."""
+    settings = from_environment()
+    if settings.development or not os.environ.get("KEYLEDGER_SERVICE_TOKEN") or not settings.database_url:
+        raise ConfigError(
+            "Each gunicorn worker reads its settings from the environment: set KEYLEDGER_DATABASE_URL, "
+            "KEYLEDGER_SERVICE_TOKEN and KEYLEDGER_JWT_SECRET (or KEYLEDGER_JWT_PUBLIC_KEY), or run "
+            "`keyledger serve --workers N`, which sets them."
+        )
+    return create_app(settings)

@@ -1,15 +1,16 @@
 """Serving an app until SIGTERM or SIGINT, letting the requests in flight finish first.
 
-aiohttp's run_app starts its shutdown at the signal, and from then on it drops what arrives on a
-connection (aio-libs/aiohttp#2298): a request whose body was still arriving would never complete. So
-the order here is: stop listening, let every request in flight finish (their connections are still
-read, their answers close them), and only then run aiohttp's cleanup and the app's (key cache,
-projector, pool).
+aiohttp's run_app and its gunicorn worker start their shutdown at the signal, and from then on drop
+what arrives on a connection (aio-libs/aiohttp#2298): a request whose body was still arriving would
+never complete. So DrainingRunner's cleanup goes: stop listening, let every request in flight finish
+(their connections are still read, their answers close them), and only then run aiohttp's cleanup
+and the app's (key cache, projector, pool). `serve` runs it in this process; service/http/worker.py
+in each gunicorn worker.
 """
 
 import asyncio
+import contextlib
 import signal
-import socket
 
 from aiohttp import web
 
@@ -18,16 +19,9 @@ from service.http.access_log import AccessLog
 DRAIN_SECONDS = 60.0  # the longest a request in flight may take once stopping
 
 
-def serve(
-    app: web.Application,
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    sock: socket.socket | None = None,
-    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
-) -> None:
-    """Serve on host:port, or on an already listening socket, until one of `signals` arrives."""
-    asyncio.run(_serve(app, host, port, sock, signals))
+def serve(app: web.Application, *, host: str, port: int) -> None:
+    """Serve on host:port until SIGTERM or SIGINT."""
+    asyncio.run(_serve(app, host, port))
 
 
 def _track_requests(app: web.Application) -> tuple[asyncio.Event, asyncio.Event]:
@@ -56,24 +50,34 @@ def _track_requests(app: web.Application) -> tuple[asyncio.Event, asyncio.Event]
     return stopping, idle
 
 
-async def _serve(app, host, port, sock, signals) -> None:
-    stopping, idle = _track_requests(app)
-    runner = web.AppRunner(app, handle_signals=False, access_log_class=AccessLog)
+class DrainingRunner(web.AppRunner):
+    """aiohttp's AppRunner with our access log, whose cleanup lets the requests in flight finish
+    first (for at most `drain_seconds`)."""
+
+    def __init__(self, app: web.Application, *, drain_seconds: float = DRAIN_SECONDS, **kwargs):
+        super().__init__(app, access_log_class=AccessLog, **kwargs)
+        self._drain_seconds = drain_seconds
+        self._stopping, self._idle = _track_requests(app)
+
+    async def cleanup(self) -> None:
+        for site in self.sites:
+            await site.stop()  # no new connections; the open ones are still read
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError):  # aiohttp's cleanup cancels what is still running
+            async with asyncio.timeout(self._drain_seconds):
+                await self._idle.wait()
+        await super().cleanup()
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = DrainingRunner(app, handle_signals=False)
     await runner.setup()
     try:
-        site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
-        await site.start()
+        await web.TCPSite(runner, host, port).start()
         signalled = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in signals:
+        for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, signalled.set)
         await signalled.wait()
-        await site.stop()  # no new connections; the open ones are still read
-        stopping.set()
-        try:
-            async with asyncio.timeout(DRAIN_SECONDS):
-                await idle.wait()
-        except TimeoutError:
-            pass  # the cleanup below cancels what is still running
     finally:
         await runner.cleanup()
