@@ -39,7 +39,7 @@ from tests.helpers import (
     token_for,
     wait_until,
 )
-from tests.system.test_workers import serving, stop
+from tests.system.test_workers import log, serving, stop, workers
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench-deps)"),
@@ -57,28 +57,28 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "soak.lua"
 PROJECTED = "SELECT coalesce(sum(requests), 0)::bigint FROM key_usage_totals"
 MANAGED_ACCOUNTS = 20  # lifecycle requests spread over them, as users' are: few races on one account
 # wrk counts an answer slower than this as a timeout (an error); the service promises one, a 503 at
-# worst, within 5 s (service/db.py's DEADLINE of 4 s, plus the time before the first query).
+# worst, within 5 s (service/store/db.py's DEADLINE of 4 s, plus the time before the first query).
 TIMEOUT = "5s"
 
 
 async def test_mixed_traffic_at_a_fixed_rate_has_no_errors_and_a_flat_rss(tmp_path, database_url, admin):
     async with serving(tmp_path, KEYLEDGER_DATABASE_URL=database_url) as service:
-        workers = service.workers()
-        env = await _prepare(service.url)
-        warm_up, warm_up_bad = await _wrk(service.url, WARMUP_SECONDS, {**env, "SOAK_RUN": "warm-up"})
-        run = asyncio.create_task(_wrk(service.url, SECONDS, env))
-        rss = await _sample_rss(workers, until=run)
+        worker_pids = workers(service)
+        env = await _prepare(service.base_url)
+        warm_up, warm_up_bad = await _wrk(service.base_url, WARMUP_SECONDS, {**env, "SOAK_RUN": "warm-up"})
+        run = asyncio.create_task(_wrk(service.base_url, SECONDS, env))
+        rss = await _sample_rss(worker_pids, until=run)
         soak, bad_answers = await run
 
         stored, projected = await _settled_usage(admin)
-        assert await stop(service) == 0, service.log()[-3000:]
+        assert await stop(service) == 0, log(service)[-3000:]
 
     first = [kib for t, kib in rss if t < WINDOW_SECONDS]
     last = [kib for t, kib in rss if t >= SECONDS - WINDOW_SECONDS]
     figures = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
-        "workers": len(workers),
+        "workers": len(worker_pids),
         "seconds": SECONDS,
         "warmup_seconds": WARMUP_SECONDS,
         "window_seconds": WINDOW_SECONDS,
