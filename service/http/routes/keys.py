@@ -2,13 +2,14 @@
 
 import re
 import uuid
+from collections.abc import Callable
 from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
 from events import apikey
-from events.account import CreateKey, RenameKey, RevokeKey
+from events.account import Command, CreateKey, RenameKey, RevokeKey
 from events.errors import KeyNotFound
 from events.log import account_stream
 from events.model import account_event_decoder, public_fields
@@ -103,21 +104,26 @@ async def view_key(request: web.Request) -> web.Response:
 async def rename_key(request: web.Request) -> web.Response:
     principal = user(request)
     body = await read_json(request, KeyName)
-    key_id = key_id_of(request)
-    pool = request.app[POOL]
-    await commands.execute(
-        pool, principal.account_id, RenameKey(key_id, body.name), metadata(request, principal)
-    )
-    return json_response(await one_key_object(pool, principal.account_id, key_id))
+    return await change_key(request, principal, lambda key_id: RenameKey(key_id, body.name))
 
 
 @routes.post(KEY + "/revoke/")
 async def revoke_key(request: web.Request) -> web.Response:
-    principal = user(request)
+    return await change_key(request, user(request), RevokeKey, verification_changes=True)
+
+
+async def change_key(
+    request: web.Request,
+    principal: Principal,
+    command_for: Callable[[str], Command],
+    verification_changes: bool = False,
+) -> web.Response:
+    """Run the command made for the key of the path; answer with the key as it is now."""
     key_id = key_id_of(request)
     pool = request.app[POOL]
-    await commands.execute(pool, principal.account_id, RevokeKey(key_id), metadata(request, principal))
-    await request.app[KEY_CACHE].after_own_command(pool)
+    await commands.execute(pool, principal.account_id, command_for(key_id), metadata(request, principal))
+    if verification_changes:
+        await request.app[KEY_CACHE].after_own_command(pool)
     return json_response(await one_key_object(pool, principal.account_id, key_id))
 
 
