@@ -43,6 +43,7 @@ from tests.helpers import (
 from tests.processes import Service, free_port
 
 pytestmark = [
+    pytest.mark.own_server,  # measures the service's processes, not the database server
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench-deps)"),
     pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc (Linux)"),
 ]
