@@ -45,7 +45,7 @@ SOAK_SECONDS ?= 60
 SOAK_RATE ?= 500
 soak: $(STAMP) bench-deps
 	KEYLEDGER_SOAK_SECONDS=$(SOAK_SECONDS) KEYLEDGER_SOAK_RATE=$(SOAK_RATE) KEYLEDGER_SOAK_RECORD=bench/soak.json \
-		$(BIN)/pytest tests/test_soak.py -q -s -p no:cacheprovider
+		$(BIN)/pytest tests/system/test_soak.py -q -s -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

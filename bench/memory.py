@@ -8,15 +8,16 @@ import aiohttp
 import asyncpg
 
 from bench.harness import SERVICE_PIDS, Context, Figure, service, verified_key
+from events import apikey
 
 ACCOUNT = "acct_memory"
 # api_keys rows straight in SQL as owner (the key cache loads from api_keys; no events are written),
 # with ids, accounts (five keys each) and digests as long as real ones, at positions below the known key.
 _KEYS = """
-    INSERT INTO api_keys (key_id, account_id, name, key_digest, last4, status, created_at,
+    INSERT INTO api_keys (key_id, account_id, name, key_digest, last4, masked_key, status, created_at,
                           created_position, updated_position)
     SELECT 'key_' || left(md5(n::text), 22), 'acct_' || left(md5((n / 5)::text), 16), 'bench',
-           sha256(int8send(n)), 'abcd', 'active', now(), n, n
+           sha256(int8send(n)), 'abcd', $2, 'active', now(), n, n
     FROM generate_series(1, $1::bigint) AS n
 """
 
@@ -52,7 +53,7 @@ async def run(context: Context) -> list[Figure]:
         empty_mb, _ = await loaded_rss(empty_url, empty_key)
         connection = await asyncpg.connect(url)
         try:
-            await connection.execute(_KEYS, keys)
+            await connection.execute(_KEYS, keys, apikey.masked("abcd"))
             await connection.execute("SELECT setval('events_position_seq', $1)", keys)
             await connection.execute("VACUUM ANALYZE api_keys")
         finally:

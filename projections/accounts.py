@@ -8,6 +8,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from events import apikey
 from events.log import StoredEvent
 from events.model import (
     ApiKeyCreated,
@@ -18,7 +19,7 @@ from events.model import (
     account_event_decoder,
 )
 
-KEY_COLUMNS = "key_id, account_id, name, last4, status, created_at, revoked_at"
+KEY_COLUMNS = "key_id, account_id, name, last4, masked_key, status, created_at, revoked_at"
 
 
 async def apply(connection: asyncpg.Connection, stored_events: Iterable[StoredEvent]) -> None:
@@ -27,14 +28,15 @@ async def apply(connection: asyncpg.Connection, stored_events: Iterable[StoredEv
         match event:
             case ApiKeyCreated():
                 await connection.execute(
-                    """INSERT INTO api_keys (key_id, account_id, name, key_digest, last4, status,
-                                             created_at, created_position, updated_position)
-                       VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $7)""",
+                    """INSERT INTO api_keys (key_id, account_id, name, key_digest, last4, masked_key,
+                                             status, created_at, created_position, updated_position)
+                       VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $8)""",
                     event.key_id,
                     stored.account_id,
                     event.name,
                     bytes.fromhex(event.key_digest),
                     event.last4,
+                    apikey.masked(event.last4),
                     event.created_at,
                     stored.position,
                 )

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TypedDict
 
+from events import apikey
 from events.model import AccountEvent, ApiKeyCreated, ApiKeyRenamed, ApiKeyRevoked
 
 
@@ -17,6 +18,7 @@ class KeyRow(TypedDict):
     key_id: str
     name: str
     last4: str
+    masked_key: str
     status: str
     created_at: datetime
     revoked_at: datetime | None
@@ -35,6 +37,7 @@ def key_rows(events: Iterable[AccountEvent]) -> list[KeyRow]:
                     key_id=event.key_id,
                     name=event.name,
                     last4=event.last4,
+                    masked_key=apikey.masked(event.last4),
                     status="active",
                     created_at=event.created_at,
                     revoked_at=None,

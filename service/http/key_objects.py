@@ -5,7 +5,6 @@ from decimal import Decimal
 
 import asyncpg
 
-from events import apikey
 from events.errors import KeyNotFound
 from events.usage import chf_text
 from projections import accounts, usage
@@ -33,7 +32,7 @@ def key_object(row, key_usage: KeyUsage | None, days: list[date]) -> KeyObject:
     return KeyObject(
         id=row["key_id"],
         name=row["name"],
-        masked_key=apikey.masked(row["last4"]),
+        masked_key=row["masked_key"],
         status=row["status"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],

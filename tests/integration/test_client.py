@@ -4,11 +4,12 @@ import asyncio
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer, unused_port
+from aiohttp.test_utils import TestClient, TestServer
 
 from service.client import KEY_ID, KeyledgerClient, keyledger_middleware
 from service.http.app import create_app
 from tests.helpers import SERVICE_TOKEN, auth
+from tests.processes import free_port
 
 BASE = "/api/v1/accounts/user/api-keys"
 ACCOUNT = "acct_client"
@@ -104,7 +105,7 @@ async def test_shutdown_flushes_the_buffer(keyledger):
 async def test_close_resends_the_batch_the_flusher_was_cut_off_sending(settings, admin):
     """The flusher has taken a batch out of the buffer and keeps retrying it (keyledger is not up yet)
     when the gateway shuts down: close() must send that batch, not drop it."""
-    port = unused_port()
+    port = free_port()
     client = KeyledgerClient(f"http://127.0.0.1:{port}", SERVICE_TOKEN, flush_interval=0.01)
     await client.start()
     async with TestClient(TestServer(create_app(settings))) as setup:

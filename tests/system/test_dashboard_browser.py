@@ -17,9 +17,10 @@ from tests.processes import activate_subscription, running_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium)"
-)
+pytestmark = [
+    pytest.mark.own_server,  # measures the browser and the service process, not the database server
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed (apt-get install chromium)"),
+]
 expect = playwright.expect
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"

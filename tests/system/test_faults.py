@@ -48,6 +48,7 @@ from tests.helpers import (
 )
 from tests.processes import Cluster, Service, free_port
 
+pytestmark = pytest.mark.own_server  # a PostgreSQL cluster of its own, which it stops and freezes
 ACCOUNT = "acct_faults"
 PROMISED = 5.0  # seconds within which a request must be answered, also without a database
 

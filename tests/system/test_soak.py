@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import statistics
 import time
 from datetime import UTC, datetime
@@ -39,9 +40,10 @@ from tests.helpers import (
     token_for,
     wait_until,
 )
-from tests.system.test_workers import log, serving, stop, workers
+from tests.processes import Service, free_port
 
 pytestmark = [
+    pytest.mark.own_server,  # measures the service's processes, not the database server
     pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench-deps)"),
     pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc (Linux)"),
 ]
@@ -52,6 +54,7 @@ WARMUP_SECONDS = 5  # of the same traffic before the measured run: pools fill, s
 RATE = int(os.environ.get("KEYLEDGER_SOAK_RATE", "500"))  # offered requests per second
 CONNECTIONS = 100  # the rate holds while answers take under CONNECTIONS / RATE seconds on average
 THREADS = 2
+WORKERS = 2
 BATCH = 10  # usage events per usage request
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "soak.lua"
 PROJECTED = "SELECT coalesce(sum(requests), 0)::bigint FROM key_usage_totals"
@@ -62,23 +65,29 @@ TIMEOUT = "5s"
 
 
 async def test_mixed_traffic_at_a_fixed_rate_has_no_errors_and_a_flat_rss(tmp_path, database_url, admin):
-    async with serving(tmp_path, KEYLEDGER_DATABASE_URL=database_url) as service:
-        worker_pids = workers(service)
+    service = Service(database_url, free_port(), tmp_path / "serve", "--workers", str(WORKERS))
+    try:
+        await service.ready(within=60)
+        await wait_until(lambda: len(service.workers()) == WORKERS, within=60, interval=0.1)
+        workers = service.workers()
         env = await _prepare(service.base_url)
         warm_up, warm_up_bad = await _wrk(service.base_url, WARMUP_SECONDS, {**env, "SOAK_RUN": "warm-up"})
         run = asyncio.create_task(_wrk(service.base_url, SECONDS, env))
-        rss = await _sample_rss(worker_pids, until=run)
+        rss = await _sample_rss(workers, until=run)
         soak, bad_answers = await run
 
         stored, projected = await _settled_usage(admin)
-        assert await stop(service) == 0, log(service)[-3000:]
+        service.signal(signal.SIGTERM)
+        assert await service.exit_code(within=30) == 0, service.stderr[-3000:]
+    finally:
+        service.close()
 
     first = [kib for t, kib in rss if t < WINDOW_SECONDS]
     last = [kib for t, kib in rss if t >= SECONDS - WINDOW_SECONDS]
     figures = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "cores": os.cpu_count(),
-        "workers": len(worker_pids),
+        "workers": len(workers),
         "seconds": SECONDS,
         "warmup_seconds": WARMUP_SECONDS,
         "window_seconds": WINDOW_SECONDS,
