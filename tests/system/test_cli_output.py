@@ -8,6 +8,8 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,12 +42,16 @@ async def _write_a_few_events(database_url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    """The data folder of an embedded server (stopped) whose log has a few accounts' events."""
-    folder = tmp_path_factory.mktemp("keyledger-data")
-    with embedded_postgres(folder) as database_url:
-        asyncio.run(_write_a_few_events(database_url))
-    return folder
+def data_dir() -> Iterator[Path]:
+    """The data folder of an embedded server (stopped) whose log has a few accounts' events.
+
+    Not under pytest's temporary folder: run as root, the server runs as the user pgserver, which
+    needs to traverse the folders above its data, and pytest makes /tmp/pytest-of-root private again
+    whenever a session starts (another engineer's, on a shared machine)."""
+    with tempfile.TemporaryDirectory(prefix="keyledger-cli-") as folder:
+        with embedded_postgres(Path(folder)) as database_url:
+            asyncio.run(_write_a_few_events(database_url))
+        yield Path(folder)
 
 
 def keyledger(data_dir: Path, *args: str, **variables: str) -> subprocess.CompletedProcess:
