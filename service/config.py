@@ -88,13 +88,27 @@ def from_environment(environ: dict[str, str] | None = None) -> Settings:
         database_url=env.get("KEYLEDGER_DATABASE_URL") or None,
         data_dir=Path(env.get("KEYLEDGER_DATA_DIR", ".keyledger")),
         host=env.get("KEYLEDGER_HOST", "127.0.0.1"),
-        port=int(env.get("KEYLEDGER_PORT", "8080")),
+        port=_whole_number(env, "KEYLEDGER_PORT", default=8080, lowest=1, highest=65535),
         jwt_secret=secret,
         jwt_public_key=public_key,
         jwt_issuer=env.get("KEYLEDGER_JWT_ISSUER") or None,
         jwt_audience=env.get("KEYLEDGER_JWT_AUDIENCE") or None,
         service_token=env.get("KEYLEDGER_SERVICE_TOKEN") or secrets.token_urlsafe(32),
-        pool_max_size=int(env.get("KEYLEDGER_POOL_MAX_SIZE", "10")),
+        pool_max_size=_whole_number(env, "KEYLEDGER_POOL_MAX_SIZE", default=10, lowest=1),
         development=development,
         dashboard_origin=env.get("KEYLEDGER_DASHBOARD_ORIGIN") or None,
     )
+
+
+def _whole_number(env, name: str, *, default: int, lowest: int, highest: int | None = None) -> int:
+    """The number in the variable `name` (unset or empty: `default`); else a ConfigError that says
+    what to write. Only digits (int() also takes " 8080" and "8_080"), at most 9 (it refuses 5000)."""
+    text = env.get(name) or ""
+    if not text:
+        return default
+    if text.isascii() and text.isdigit() and len(text) < 10:
+        number = int(text)
+        if number >= lowest and (highest is None or number <= highest):
+            return number
+    bounds = f"from {lowest} to {highest}" if highest else f"{lowest} or more"
+    raise ConfigError(f"{name}={text!r} must be a whole number {bounds} (unset, it is {default}).")

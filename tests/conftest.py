@@ -88,6 +88,15 @@ def template_database(server_url) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_database_url(server_url) -> Iterator[str]:
+    """A database of its own with no migration applied, dropped afterwards."""
+    name = f"keyledger_empty_{secrets.token_hex(6)}"
+    asyncio.run(_admin(server_url, f"CREATE DATABASE {name}"))
+    yield with_database(server_url, name)
+    asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture
 async def database_url(server_url, template_database) -> str:
     """A fresh, fully migrated database for one test, dropped afterwards."""
     name = f"keyledger_test_{secrets.token_hex(6)}"

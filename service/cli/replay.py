@@ -3,7 +3,6 @@ tables differ, and with --swap put the rebuilt rows in their place."""
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import date
@@ -60,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
                     )
                 )
             except replaying.ReplayError as error:
-                print(f"keyledger replay: {error}", file=sys.stderr)
-                return 2
+                raise SystemExit(f"keyledger replay: {error}") from None
     print("\n".join(describe(outcome)))
     return 0 if outcome.swapped or not outcome.differences else 1
 

@@ -1,7 +1,6 @@
 """`keyledger token`: mint an HS256 JWT with KEYLEDGER_JWT_SECRET, for scripts and tests."""
 
 import argparse
-import sys
 
 from service.config import from_environment
 from service.http.auth import issue_token
@@ -10,8 +9,9 @@ from service.http.auth import issue_token
 def token(args: argparse.Namespace) -> int:
     settings = from_environment()
     if settings.development:
-        print("Set KEYLEDGER_JWT_SECRET to the secret the service uses; tokens need it.", file=sys.stderr)
-        return 2
+        raise SystemExit(
+            "keyledger token: set KEYLEDGER_JWT_SECRET to the secret the service uses; tokens need it."
+        )
     roles = args.role or None
     print(issue_token(settings.jwt_secret, args.account, ttl_seconds=args.ttl, roles=roles))
     return 0

@@ -133,20 +133,19 @@ def as_json(report: Report) -> str:
 FORMATS = {"table": as_table, "csv": as_csv, "json": as_json}
 
 
-def _error(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
-
-
 def usage_report(args: argparse.Namespace) -> int:
     if args.first > args.last:
-        return _error(f"--from {args.first} is after --to {args.last}; give the earlier day as --from")
+        raise SystemExit(
+            f"{PROG}: --from {args.first} is after --to {args.last}; give the earlier day as --from"
+        )
     with contextlib.ExitStack() as stack:
         database_url = open_database(stack)
         try:
             report = asyncio.run(fetch(database_url, args.account, args.first, args.last))
         except asyncpg.UndefinedTableError:
-            return _error("the analytics views are missing; run `keyledger migrate` first")
+            raise SystemExit(
+                f"{PROG}: the analytics views are missing; run `keyledger migrate` first"
+            ) from None
     if not report.keys:
         print(
             f"{PROG}: account {args.account!r} has no usage from {args.first} to {args.last}", file=sys.stderr

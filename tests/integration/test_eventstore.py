@@ -7,8 +7,7 @@ import asyncpg
 import pytest
 
 from events.model import ApiKeyRevoked
-from service.store import db, eventstore, migrations
-from service.store.db import with_database
+from service.store import db, eventstore
 from tests.unit.test_account_decider import NOW
 
 
@@ -84,21 +83,6 @@ async def test_the_service_role_may_only_insert_and_select_on_the_log(service_co
         db.SERVICE_ROLE,
     )
     assert sorted(row["privilege_type"] for row in privileges) == ["INSERT", "SELECT"]
-
-
-async def test_migrations_started_together_apply_each_once(server_url):
-    name = f"keyledger_migrate_{random.randrange(10**9)}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        url = with_database(server_url, name)
-        results = await asyncio.gather(*(migrations.migrate(url) for _ in range(4)))
-        applied = sorted(migration for result in results for migration in result)
-        assert applied == [migration.name for migration in migrations.available()]
-        assert await migrations.migrate(url) == []
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 WRITERS, APPENDS_PER_WRITER = 8, 500
