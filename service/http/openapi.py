@@ -10,8 +10,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from events.account import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
 from events.apikey import KEY_ID_PATTERN
+from events.rules import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
 from events.usage import UsageBatch
 from service.http import responses
 from service.http.responses import ErrorEnvelope
