@@ -7,12 +7,16 @@ from aiohttp import web
 
 from events.errors import (
     DomainError,
+    InvalidExpiry,
     InvalidName,
+    InvalidSpendLimit,
     InvalidUsage,
+    KeyExpired,
     KeyIdTaken,
     KeyLimitReached,
     KeyNotFound,
     KeyRevoked,
+    KeyRotated,
     UsageRejected,
 )
 from service.app.errors import AppError, Contention, MomentInFuture
@@ -35,9 +39,13 @@ class ApiError(Exception):
 ANSWERS: dict[type[Exception], tuple[int, str]] = {
     KeyLimitReached: (409, "key_limit_reached"),
     KeyRevoked: (409, "key_revoked"),
+    KeyExpired: (409, "key_expired"),
+    KeyRotated: (409, "key_rotated"),
     KeyIdTaken: (409, "conflict"),
     KeyNotFound: (404, "not_found"),
     InvalidName: (400, "invalid_request"),
+    InvalidExpiry: (400, "invalid_request"),
+    InvalidSpendLimit: (400, "invalid_request"),
     InvalidUsage: (400, "invalid_request"),
     UsageRejected: (422, "unprocessable"),
     MomentInFuture: (422, "unprocessable"),

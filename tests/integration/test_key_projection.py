@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from events import apikey
-from events.account import Account, CreateKey, RenameKey, RevokeKey, SetSubscription, decide, evolve
+from events.account import Account, CreateKey, RevokeKey, SetSubscription, UpdateKey, decide, evolve
 from events.errors import DomainError
 from events.log import account_stream
 from projections import accounts
@@ -31,7 +31,7 @@ names = st.sampled_from(["prod", "dev", "", "  spaced  ", "Zürich 🚀", "x" * 
 last_fours = st.text(alphabet=apikey.ALPHABET, min_size=4, max_size=4)
 command_shapes = st.one_of(
     st.tuples(st.just(CreateKey), key_numbers, names, last_fours),
-    st.tuples(st.just(RenameKey), key_numbers, names),
+    st.tuples(st.just(UpdateKey), key_numbers, names),
     st.tuples(st.just(RevokeKey), key_numbers),
     st.tuples(st.just(SetSubscription), st.booleans(), st.sampled_from(["pro", "team"])),
 )

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from events.account import (
     Account,
     CreateKey,
-    RenameKey,
     RevokeKey,
     SetSubscription,
+    UpdateKey,
     decide,
     evolve,
 )
@@ -314,7 +314,7 @@ key_ids = st.sampled_from([f"key_{n}" for n in range(7)])
 names = st.sampled_from(["prod", "dev", "", "  spaced  "])
 commands = st.one_of(
     st.builds(lambda key_id, name: CreateKey(key_id, name, "ab" * 32, key_id[-4:]), key_ids, names),
-    st.builds(RenameKey, key_ids, names),
+    st.builds(UpdateKey, key_ids, names),
     st.builds(RevokeKey, key_ids),
     st.builds(SetSubscription, st.booleans(), st.sampled_from(["pro", "team"])),
 )

@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 
 from events import apikey
-from events.account import Command, CreateKey, RenameKey, RevokeKey
+from events.account import Command, CreateKey, RevokeKey, UpdateKey
 from events.errors import KeyNotFound
 from events.log import account_stream
 from events.model import account_event_decoder, public_fields
@@ -109,7 +109,7 @@ async def rename_key(request: web.Request) -> web.Response:
     principal = user(request)
     body = await read_json(request, KeyName)
     key_id = key_id_of(request)
-    return json_response(await _apply(request, principal, RenameKey(key_id, body.name), key_id))
+    return json_response(await _apply(request, principal, UpdateKey(key_id, body.name), key_id))
 
 
 @routes.post(KEY + "/revoke/")
