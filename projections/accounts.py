@@ -12,14 +12,18 @@ from events import apikey
 from events.log import StoredEvent
 from events.model import (
     ApiKeyCreated,
+    ApiKeyExpirySet,
     ApiKeyRenamed,
     ApiKeyRevoked,
+    ApiKeyRotated,
+    ApiKeySpendLimitSet,
     SubscriptionActivated,
     SubscriptionDeactivated,
     account_event_decoder,
 )
 
-KEY_COLUMNS = "key_id, account_id, name, last4, masked_key, status, created_at, revoked_at"
+KEY_COLUMNS = """key_id, account_id, name, last4, masked_key, status, created_at, revoked_at, expires_at,
+                 monthly_spend_limit_chf, rotated_from, rotated_to, revoked_reason"""
 
 
 async def apply(connection: asyncpg.Connection, stored_events: Iterable[StoredEvent]) -> None:
@@ -29,8 +33,9 @@ async def apply(connection: asyncpg.Connection, stored_events: Iterable[StoredEv
             case ApiKeyCreated():
                 await connection.execute(
                     """INSERT INTO api_keys (key_id, account_id, name, key_digest, last4, masked_key,
-                                             status, created_at, created_position, updated_position)
-                       VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $8)""",
+                                             status, created_at, expires_at, monthly_spend_limit_chf,
+                                             rotated_from, created_position, updated_position)
+                       VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9::numeric, $10, $11, $11)""",
                     event.key_id,
                     stored.account_id,
                     event.name,
@@ -38,22 +43,40 @@ async def apply(connection: asyncpg.Connection, stored_events: Iterable[StoredEv
                     event.last4,
                     apikey.masked(event.last4),
                     event.created_at,
+                    event.expires_at,
+                    event.monthly_spend_limit_chf,
+                    event.rotated_from,
                     stored.position,
                 )
             case ApiKeyRenamed():
-                await connection.execute(
-                    "UPDATE api_keys SET name = $2, updated_position = $3 WHERE key_id = $1",
+                await _update(connection, stored, event.key_id, "name = $3", event.name)
+            case ApiKeyExpirySet():
+                await _update(connection, stored, event.key_id, "expires_at = $3", event.expires_at)
+            case ApiKeySpendLimitSet():
+                await _update(
+                    connection,
+                    stored,
                     event.key_id,
-                    event.name,
-                    stored.position,
+                    "monthly_spend_limit_chf = $3::numeric",
+                    event.monthly_spend_limit_chf,
+                )
+            case ApiKeyRotated():
+                await _update(
+                    connection,
+                    stored,
+                    event.key_id,
+                    "rotated_to = $3, expires_at = $4",
+                    event.new_key_id,
+                    event.expires_at,
                 )
             case ApiKeyRevoked():
-                await connection.execute(
-                    """UPDATE api_keys SET status = 'revoked', revoked_at = $2, updated_position = $3
-                       WHERE key_id = $1""",
+                await _update(
+                    connection,
+                    stored,
                     event.key_id,
+                    "status = 'revoked', revoked_at = $3, revoked_reason = $4",
                     event.revoked_at,
-                    stored.position,
+                    event.reason,
                 )
             case SubscriptionActivated() | SubscriptionDeactivated():
                 active = isinstance(event, SubscriptionActivated)
@@ -68,6 +91,19 @@ async def apply(connection: asyncpg.Connection, stored_events: Iterable[StoredEv
                     event.activated_at if active else event.deactivated_at,
                     stored.position,
                 )
+
+
+async def _update(
+    connection: asyncpg.Connection, stored: StoredEvent, key_id: str, assignments: str, *values
+) -> None:
+    """Change one key's row as the event says; every change moves updated_position, which the key
+    caches follow."""
+    await connection.execute(
+        f"UPDATE api_keys SET {assignments}, updated_position = $2 WHERE key_id = $1",
+        key_id,
+        stored.position,
+        *values,
+    )
 
 
 async def list_keys(connection: asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:
