@@ -152,3 +152,12 @@ async def accounts_of_keys(connection: asyncpg.Connection, key_ids: list[str]) -
     return dict(
         await connection.fetch("SELECT key_id, account_id FROM api_keys WHERE key_id = ANY($1)", key_ids)
     )
+
+
+async def keys_by_digest(connection: asyncpg.Connection, digests: list[bytes]) -> dict[bytes, asyncpg.Record]:
+    """digest -> (key_id, account_id) of every key of the log with one of these digests, whatever
+    its status."""
+    rows = await connection.fetch(
+        "SELECT key_digest, key_id, account_id FROM api_keys WHERE key_digest = ANY($1)", digests
+    )
+    return {row["key_digest"]: row for row in rows}

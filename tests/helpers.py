@@ -1,6 +1,7 @@
 """Small helpers shared by the verification, usage and projector tests."""
 
 import asyncio
+import base64
 import inspect
 import io
 import json
@@ -10,6 +11,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.http.auth import issue_token
 
@@ -193,3 +196,63 @@ async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
         row["table_name"]: await admin.fetchval(f'SELECT count(*) FROM public."{row["table_name"]}"')
         for row in tables
     }
+
+
+async def table_digests(admin: asyncpg.Connection) -> dict[str, str]:
+    """An MD5 of the contents of every table of the public schema: a change of any row shows."""
+    tables = await admin.fetch(
+        """SELECT table_name FROM information_schema.tables
+           WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"""
+    )
+    assert tables, "no tables found: is the database migrated?"
+    return {
+        row["table_name"]: await admin.fetchval(
+            f"""SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))
+                FROM public."{row["table_name"]}" t"""
+        )
+        for row in tables
+    }
+
+
+# GitHub's secret-scanning reports
+
+SECRET_SCANNING = "/api/v1/secret-scanning/github/"
+
+
+class GitHubSigner:
+    """A P-256 key pair made for the test, as GitHub holds one: it signs report bodies, and
+    `keys_document` is what KEYLEDGER_SECRET_SCANNING_KEYS holds for it."""
+
+    def __init__(self, identifier: str = "test-key-1"):
+        self.identifier = identifier
+        self.private_key = ec.generate_private_key(ec.SECP256R1())
+
+    def public_pem(self) -> str:
+        return (
+            self.private_key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+
+    def keys_document(self, *others: "GitHubSigner") -> str:
+        entries = [
+            {"key_identifier": signer.identifier, "key": signer.public_pem(), "is_current": index == 0}
+            for index, signer in enumerate((self, *others))
+        ]
+        return json.dumps({"public_keys": entries})
+
+    def sign(self, body: bytes) -> str:
+        return base64.b64encode(self.private_key.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        return {
+            "Github-Public-Key-Identifier": self.identifier,
+            "Github-Public-Key-Signature": self.sign(body),
+        }
+
+
+def leak_report(*tokens: str, url: str = "https://github.com/octo/demo/blob/abc123/config.py") -> bytes:
+    items = [
+        {"token": token, "type": "keyledger_api_key", "url": url, "source": "content"} for token in tokens
+    ]
+    return json.dumps(items).encode()

@@ -20,6 +20,7 @@ from events.errors import (
     UsageRejected,
 )
 from service.app.errors import AppError, Contention, MomentInFuture
+from service.app.leaks import ReportNotSigned
 from service.http.access_log import redact
 from service.http.responses import ErrorDetail, ErrorEnvelope, json_response
 from service.store import db
@@ -50,6 +51,7 @@ ANSWERS: dict[type[Exception], tuple[int, str]] = {
     UsageRejected: (422, "unprocessable"),
     MomentInFuture: (422, "unprocessable"),
     Contention: (503, "service_unavailable"),
+    ReportNotSigned: (401, "invalid_token"),
 }
 _HEADERS = {Contention: {"Retry-After": "1"}}
 

@@ -17,6 +17,13 @@ from service.http import responses
 from service.http.responses import ErrorEnvelope
 from service.http.routes import dashboard
 from service.http.routes.keys import BASE, KeyName
+from service.http.routes.secret_scanning import (
+    IDENTIFIER_HEADER,
+    REPORT_PATH,
+    SIGNATURE_HEADER,
+    Labels,
+    Report,
+)
 from service.http.routes.subscriptions import Subscription
 
 routes = web.RouteTableDef()
@@ -81,6 +88,17 @@ _VERIFY = dict(
     answer=responses.Verified, security=(API_KEY,), errors=(401, 402, 403, 503), headers=_VERIFIED_HEADERS
 )
 
+_SIGNATURE_HEADERS = (
+    {
+        "name": IDENTIFIER_HEADER, "in": "header", "required": True,
+        "description": "which key of KEYLEDGER_SECRET_SCANNING_KEYS signed the body", "schema": {"type": "string"},
+    },
+    {
+        "name": SIGNATURE_HEADER, "in": "header", "required": True,
+        "description": "ECDSA P-256 / SHA-256 signature of the raw body, base64 DER", "schema": {"type": "string"},
+    },
+)  # fmt: skip
+
 OPERATIONS = (
     Operation(
         "post", f"{BASE}/create/", "Create a key; the answer holds the full key, this once",
@@ -134,6 +152,17 @@ OPERATIONS = (
             _query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 10_000}),
             _query("account_id", "only this account's events", {"type": "string", "pattern": ACCOUNT_ID_PATTERN}),
         ),
+    ),
+    Operation(
+        "post", REPORT_PATH, "GitHub's secret-scanning report: revoke leaked keys, label each token",
+        Labels, 200, (), Report, (400, 401, 413), _SIGNATURE_HEADERS,
+        error_notes={
+            400: "The body is not a JSON array of at most 1,000 {token, type, url, source} objects of strings, "
+            "or a field holds NUL; the message names the item and field. Nothing is revoked.",
+            401: "The signature headers are missing, name an unknown key or do not verify over the raw body, "
+            "or KEYLEDGER_SECRET_SCANNING_KEYS is unset. Nothing is read or revoked.",
+            413: "The body is over 1 MiB.",
+        },
     ),
     Operation("get", "/healthz", "Liveness: the process answers", responses.Health),
     Operation("get", "/readyz", "Readiness: database reachable, migrations applied", responses.Health,
