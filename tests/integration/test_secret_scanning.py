@@ -6,6 +6,9 @@ import base64
 import dataclasses
 import hashlib
 import json
+import shlex
+import sys
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -32,6 +35,7 @@ from tests.helpers import (
 
 ACCOUNT = "acct_leaky"
 URL = "https://github.com/octo/demo/blob/abc123/config.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "docs" / "examples" / "sign_secret_scanning_report.py"
 
 
 @pytest.fixture
@@ -254,3 +258,23 @@ async def test_a_signature_made_by_openssl_is_accepted(client, signer, tmp_path)
     assert await expect(await report(client, signer, body, headers)) == labels(
         (created["key"], "true_positive")
     )
+
+
+async def run(*command: str, cwd: Path | None = None) -> str:
+    process = await asyncio.create_subprocess_exec(*command, cwd=cwd, stdout=asyncio.subprocess.PIPE)
+    out, _ = await process.communicate()
+    assert process.returncode == 0, command
+    return out.decode()
+
+
+async def test_the_documented_script_signs_a_report_that_curl_sends(aiohttp_client, settings, tmp_path):
+    """docs/secret-scanning.md's manual test, as written: the script's key document configures the
+    service, and the curl line it prints revokes the key."""
+    await run(sys.executable, str(SCRIPT), str(tmp_path), "not-a-key")  # makes the key pair
+    keys = read_secret_scanning_keys(str(tmp_path / "secret-scanning-keys.json"))
+    client = await aiohttp_client(create_app(dataclasses.replace(settings, secret_scanning_keys=keys)))
+    created = await live_key(client)
+    printed = await run(sys.executable, str(SCRIPT), str(tmp_path), created["key"])
+    curl = shlex.split(printed.splitlines()[-1].replace("http://127.0.0.1:8080", str(client.make_url(""))))
+    assert json.loads(await run(*curl)) == labels((created["key"], "true_positive"))
+    assert await verify_status(client, created["key"]) == 403
