@@ -122,7 +122,7 @@ async def get_key(connection: asyncpg.Connection, account_id: str, key_id: str) 
 async def key_changes(connection: asyncpg.Connection, after: int, limit: int) -> list[asyncpg.Record]:
     """Keys changed after a position, in position order (keyset: one event changes one key)."""
     return await connection.fetch(
-        """SELECT key_digest, key_id, account_id, status = 'active' AS active, updated_position
+        """SELECT key_digest, key_id, account_id, status = 'active' AS active, expires_at, updated_position
            FROM api_keys WHERE updated_position > $1 ORDER BY updated_position LIMIT $2""",
         after,
         limit,
@@ -138,9 +138,10 @@ async def subscription_changes(connection: asyncpg.Connection, after: int) -> li
 
 
 async def active_key(connection: asyncpg.Connection, digest: bytes) -> asyncpg.Record | None:
-    """The active key with this SHA-256 digest, with whether its account is subscribed; or None."""
+    """The active (not revoked) key with this SHA-256 digest, its expiry, and whether its account is
+    subscribed; or None."""
     return await connection.fetchrow(
-        """SELECT k.key_id, k.account_id, coalesce(s.status = 'active', false) AS subscribed
+        """SELECT k.key_id, k.account_id, k.expires_at, coalesce(s.status = 'active', false) AS subscribed
            FROM api_keys k LEFT JOIN subscriptions s USING (account_id)
            WHERE k.key_digest = $1 AND k.status = 'active'""",
         digest,

@@ -31,6 +31,21 @@ log = logging.getLogger(__name__)
 class KeyEntry:
     key_id: str
     account_id: str
+    expires_at: float | None = None  # POSIX time; no event marks the instant, verify compares it
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> "KeyEntry":
+        expires_at = row["expires_at"]
+        # Interned: an account's keys share one account string.
+        return cls(
+            row["key_id"],
+            sys.intern(row["account_id"]),
+            None if expires_at is None else expires_at.timestamp(),
+        )
+
+    def expired(self, now: float) -> bool:
+        """The instant is the one the command set, by the clock of the process that ran it."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class KeyCache:
@@ -143,8 +158,7 @@ class KeyCache:
         while rows := await accounts.key_changes(connection, self._key_position, PAGE):
             for row in rows:
                 if row["active"]:
-                    # Interned: an account's keys share one account string.
-                    self._keys[row["key_digest"]] = KeyEntry(row["key_id"], sys.intern(row["account_id"]))
+                    self._keys[row["key_digest"]] = KeyEntry.of(row)
                 else:
                     self._keys.pop(row["key_digest"], None)
             self._key_position = rows[-1]["updated_position"]

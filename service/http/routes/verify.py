@@ -1,6 +1,7 @@
 """Key verification: what the gateway asks on every request (nginx auth_request, ForwardAuth)."""
 
 import hashlib
+import time
 
 from aiohttp import web
 
@@ -16,6 +17,7 @@ from service.metrics import VERIFICATIONS
 routes = web.RouteTableDef()
 
 INVALID_KEY = ApiError(403, "forbidden", "Invalid or revoked API key")
+EXPIRED_KEY = ApiError(403, "key_expired", "This API key has expired; create a new one or rotate it in time")
 NO_SUBSCRIPTION = ApiError(
     402, "subscription_required", "Active subscription required to access this service"
 )
@@ -26,7 +28,7 @@ async def _from_database(request: web.Request, digest: bytes) -> tuple[KeyEntry 
         row = await accounts.active_key(connection, digest)
     if row is None:
         return None, False
-    return KeyEntry(row["key_id"], row["account_id"]), row["subscribed"]
+    return KeyEntry.of(row), row["subscribed"]
 
 
 @routes.route("GET", "/api/v1/auth/verify")
@@ -46,6 +48,9 @@ async def verify(request: web.Request) -> web.Response:
     if entry is None:
         VERIFICATIONS.labels("invalid", source).inc()
         raise INVALID_KEY
+    if entry.expired(time.time()):
+        VERIFICATIONS.labels("expired", source).inc()
+        raise EXPIRED_KEY
     if not subscribed:
         VERIFICATIONS.labels("unsubscribed", source).inc()
         raise NO_SUBSCRIPTION
