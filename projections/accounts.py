@@ -5,6 +5,7 @@ uses the same function to rebuild the tables from the log.
 """
 
 from collections.abc import Iterable
+from datetime import date
 
 import asyncpg
 
@@ -122,7 +123,8 @@ async def get_key(connection: asyncpg.Connection, account_id: str, key_id: str) 
 async def key_changes(connection: asyncpg.Connection, after: int, limit: int) -> list[asyncpg.Record]:
     """Keys changed after a position, in position order (keyset: one event changes one key)."""
     return await connection.fetch(
-        """SELECT key_digest, key_id, account_id, status = 'active' AS active, updated_position
+        """SELECT key_digest, key_id, account_id, status = 'active' AS active, expires_at,
+                  monthly_spend_limit_chf, updated_position
            FROM api_keys WHERE updated_position > $1 ORDER BY updated_position LIMIT $2""",
         after,
         limit,
@@ -137,13 +139,18 @@ async def subscription_changes(connection: asyncpg.Connection, after: int) -> li
     )
 
 
-async def active_key(connection: asyncpg.Connection, digest: bytes) -> asyncpg.Record | None:
-    """The active key with this SHA-256 digest, with whether its account is subscribed; or None."""
+async def active_key(connection: asyncpg.Connection, digest: bytes, month: date) -> asyncpg.Record | None:
+    """The active (not revoked) key with this SHA-256 digest, its expiry and limit, whether its account
+    is subscribed, and its cost in the month starting on `month`; or None."""
     return await connection.fetchrow(
-        """SELECT k.key_id, k.account_id, coalesce(s.status = 'active', false) AS subscribed
-           FROM api_keys k LEFT JOIN subscriptions s USING (account_id)
+        """SELECT k.key_id, k.account_id, k.expires_at, k.monthly_spend_limit_chf,
+                  coalesce(s.status = 'active', false) AS subscribed, coalesce(m.cost_chf, 0) AS month_cost_chf
+           FROM api_keys k
+           LEFT JOIN subscriptions s USING (account_id)
+           LEFT JOIN key_usage_monthly m ON m.key_id = k.key_id AND m.month = $2
            WHERE k.key_digest = $1 AND k.status = 'active'""",
         digest,
+        month,
     )
 
 

@@ -13,3 +13,19 @@ ALTER TABLE api_keys
 -- Keys revoked before this migration were revoked through the revoke endpoint, as a replay of their
 -- ApiKeyRevoked events (reason "user" by default) gives too.
 UPDATE api_keys SET revoked_reason = 'user' WHERE status = 'revoked';
+
+-- Each key's usage per UTC calendar month, which spend limits are checked against. last_position is
+-- the position of the newest usage event counted in the row: it does not depend on how the projector
+-- batched the log (a replay gives the same rows), and it only grows, so the key caches follow it.
+CREATE TABLE key_usage_monthly (
+    key_id        text           NOT NULL,
+    month         date           NOT NULL,  -- its first day, UTC
+    account_id    text           NOT NULL,
+    requests      bigint         NOT NULL,
+    cost_chf      numeric(38, 9) NOT NULL,
+    last_position bigint         NOT NULL,
+    PRIMARY KEY (key_id, month)
+);
+CREATE INDEX key_usage_monthly_last_position ON key_usage_monthly (last_position);
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON key_usage_monthly TO keyledger_app;

@@ -21,6 +21,11 @@ JWT_SECRET = "test-secret-" + "x" * 40
 SERVICE_TOKEN = "test-service-token"
 
 KEYS = "/api/v1/accounts/user/api-keys"
+# Every field of a key object (SPEC: all present on every key object, null when unset).
+KEY_FIELDS = {
+    *("id", "name", "masked_key", "status", "created_at", "revoked_at", "last_used_at", "usage"),
+    *("expires_at", "monthly_spend_limit_chf", "rotated_from", "rotated_to", "revoked_reason"),
+}
 VERIFY = "/api/v1/auth/verify"
 USAGE = "/api/v1/usage/"
 

@@ -31,6 +31,7 @@ from projections.key_rows import key_rows
 from service.app.commands import load_account
 from service.store import db, eventstore
 from tests.helpers import (
+    KEY_FIELDS,
     KEYS,
     activate,
     auth,
@@ -47,7 +48,6 @@ from tests.helpers import (
 LIST = f"{KEYS}/"
 OWNER = "acct_traveller"
 OTHER = "acct_neighbour"
-KEY_FIELDS = {"id", "name", "masked_key", "status", "created_at", "revoked_at", "last_used_at", "usage"}
 
 
 # Requests
