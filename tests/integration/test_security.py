@@ -463,6 +463,8 @@ def _requests(world: dict) -> list[tuple[str, str, dict, object, int]]:
         ("PATCH", f"{KEYS}/{revoked_id}/update/", owner, {"name": "renamed"}, 409),
         ("POST", f"{KEYS}/{revoked_id}/revoke/", owner, None, 200),
         ("GET", f"{KEYS}/{key_id}/events/", owner, None, 200),
+        ("POST", f"{KEYS}/{key_id}/rotate/", owner, {"grace_period_seconds": 3600}, 201),
+        ("POST", f"{KEYS}/{key_id}/rotate/", owner, None, 409),  # rotated already
         ("DELETE", f"{KEYS}/{key_id}/", owner, None, 405),
         ("GET", VERIFY, bearer(world["key"]["key"]), None, 200),
         ("POST", VERIFY, bearer(world["key"]["key"]), None, 200),
