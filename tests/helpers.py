@@ -1,6 +1,7 @@
 """Small helpers shared by the verification, usage and projector tests."""
 
 import asyncio
+import contextlib
 import inspect
 import io
 import json
@@ -86,9 +87,10 @@ async def expect_error(response, status: int | tuple[int, ...], type_: str | Non
 # Keys and subscriptions
 
 
-async def create_key(client, account: str, name: str = "Production backend") -> dict:
-    """Create a key through the API; the answer with the full secret in `key`."""
-    response = await client.post(f"{KEYS}/create/", json={"name": name}, headers=auth(account))
+async def create_key(client, account: str, name: str = "Production backend", **fields) -> dict:
+    """Create a key through the API (`fields`: expires_at, monthly_spend_limit_chf); the answer with
+    the full secret in `key`."""
+    response = await client.post(f"{KEYS}/create/", json={"name": name, **fields}, headers=auth(account))
     return await expect(response, 201)
 
 
@@ -115,6 +117,24 @@ async def deactivate(client, account: str) -> dict:
     return await set_subscription(client, account, "inactive")
 
 
+async def update_key(client, account: str, key_id: str, body: dict):
+    return await client.patch(key_path(key_id) + "update/", json=body, headers=auth(account))
+
+
+async def rotate_key(client, account: str, key_id: str, body: dict | None = None):
+    """POST …/rotate/, with no body at all when `body` is None."""
+    return await client.post(key_path(key_id) + "rotate/", json=body, headers=auth(account))
+
+
+async def list_keys(client, account: str, as_of: str | None = None) -> list[dict]:
+    params = {} if as_of is None else {"as_of": as_of}
+    return (await expect(await client.get(f"{KEYS}/", params=params, headers=auth(account))))["data"]
+
+
+async def key_history(client, account: str, key_id: str) -> list[dict]:
+    return (await expect(await client.get(key_path(key_id) + "events/", headers=auth(account))))["data"]
+
+
 async def verify(client, secret: str, method: str = "GET"):
     return await client.request(method, VERIFY, headers=bearer(secret))
 
@@ -123,6 +143,13 @@ async def verify_status(client, secret: str) -> int:
     response = await verify(client, secret)
     await response.read()
     return response.status
+
+
+async def verdict(client, secret: str) -> tuple[int, str | None]:
+    """The status of a verification and its error type (None for a 200)."""
+    response = await verify(client, secret)
+    body = await response.json()
+    return response.status, body.get("error", {}).get("type")
 
 
 # Usage
@@ -198,3 +225,18 @@ async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
         row["table_name"]: await admin.fetchval(f'SELECT count(*) FROM public."{row["table_name"]}"')
         for row in tables
     }
+
+
+@contextlib.asynccontextmanager
+async def connections_refused(server_url: str, database: str):
+    """The database refuses new connections (existing ones stay) until the block ends."""
+    # A database cannot disallow connections to itself: switch it from the server's default one.
+    outside = await asyncpg.connect(server_url)
+    try:
+        await outside.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        try:
+            yield
+        finally:
+            await outside.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+    finally:
+        await outside.close()
