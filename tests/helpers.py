@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+import contextlib
 import inspect
 import io
 import json
@@ -89,9 +90,10 @@ async def expect_error(response, status: int | tuple[int, ...], type_: str | Non
 # Keys and subscriptions
 
 
-async def create_key(client, account: str, name: str = "Production backend") -> dict:
-    """Create a key through the API; the answer with the full secret in `key`."""
-    response = await client.post(f"{KEYS}/create/", json={"name": name}, headers=auth(account))
+async def create_key(client, account: str, name: str = "Production backend", **fields) -> dict:
+    """Create a key through the API (`fields`: expires_at, monthly_spend_limit_chf); the answer with
+    the full secret in `key`."""
+    response = await client.post(f"{KEYS}/create/", json={"name": name, **fields}, headers=auth(account))
     return await expect(response, 201)
 
 
@@ -118,6 +120,24 @@ async def deactivate(client, account: str) -> dict:
     return await set_subscription(client, account, "inactive")
 
 
+async def update_key(client, account: str, key_id: str, body: dict):
+    return await client.patch(key_path(key_id) + "update/", json=body, headers=auth(account))
+
+
+async def rotate_key(client, account: str, key_id: str, body: dict | None = None):
+    """POST …/rotate/, with no body at all when `body` is None."""
+    return await client.post(key_path(key_id) + "rotate/", json=body, headers=auth(account))
+
+
+async def list_keys(client, account: str, as_of: str | None = None) -> list[dict]:
+    params = {} if as_of is None else {"as_of": as_of}
+    return (await expect(await client.get(f"{KEYS}/", params=params, headers=auth(account))))["data"]
+
+
+async def key_history(client, account: str, key_id: str) -> list[dict]:
+    return (await expect(await client.get(key_path(key_id) + "events/", headers=auth(account))))["data"]
+
+
 async def verify(client, secret: str, method: str = "GET"):
     return await client.request(method, VERIFY, headers=bearer(secret))
 
@@ -126,6 +146,13 @@ async def verify_status(client, secret: str) -> int:
     response = await verify(client, secret)
     await response.read()
     return response.status
+
+
+async def verdict(client, secret: str) -> tuple[int, str | None]:
+    """The status of a verification and its error type (None for a 200)."""
+    response = await verify(client, secret)
+    body = await response.json()
+    return response.status, body.get("error", {}).get("type")
 
 
 # Usage
@@ -261,3 +288,18 @@ def leak_report(*tokens: str, url: str = "https://github.com/octo/demo/blob/abc1
         {"token": token, "type": "keyledger_api_key", "url": url, "source": "content"} for token in tokens
     ]
     return json.dumps(items).encode()
+
+
+@contextlib.asynccontextmanager
+async def connections_refused(server_url: str, database: str):
+    """The database refuses new connections (existing ones stay) until the block ends."""
+    # A database cannot disallow connections to itself: switch it from the server's default one.
+    outside = await asyncpg.connect(server_url)
+    try:
+        await outside.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        try:
+            yield
+        finally:
+            await outside.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+    finally:
+        await outside.close()
