@@ -1,4 +1,4 @@
-"""Expiry and rotation grace across processes: two `keyledger serve` on one database, changes made
+"""Expiry, rotation grace and spend limits across processes: two `keyledger serve` on one database, changes made
 through A, verification asked of B (SPEC "Expiry, rotation, spend limits": expired everywhere within
 1 second, both keys verify during the grace). No event happens at an expiry: B must know the instant.
 """
@@ -19,7 +19,9 @@ from tests.helpers import (
     expect,
     rfc3339,
     rotate_key,
+    send_usage,
     update_key,
+    usage_event,
     utc,
     verdict,
     view_key,
@@ -105,3 +107,21 @@ async def test_an_expiry_set_through_a_is_enforced_by_b_at_its_instant(instances
     after = [answer for sent, answer in asked if sent >= instant]
     assert before and set(before) == {VALID}, before
     assert after and set(after) == {EXPIRED}, after
+
+
+async def test_b_refuses_a_key_over_its_limit_from_usage_reported_to_a_and_lifts_it_when_a_raises_it(
+    instances,
+):
+    """SPEC: the limit takes effect within 2 s of the usage being accepted, in every process; raising
+    it lifts it within 1 s. The usage goes to A; B's projector or A's folds it, B's cache refuses."""
+    a, b = instances
+    await activate(a, ACCOUNT)
+    key = await create_key(a, ACCOUNT, monthly_spend_limit_chf="0.0002")
+    await wait_until(lambda: answers(b, key["key"], VALID), within=5)
+
+    usage = [usage_event(key["id"], f"two-instances-{n}", "0.000100") for n in range(2)]
+    await expect(await send_usage(a, usage), 202)
+    await wait_until(lambda: answers(b, key["key"], (402, "spend_limit_reached")), within=2.0)
+
+    await expect(await update_key(a, ACCOUNT, key["id"], {"monthly_spend_limit_chf": "1"}))
+    await wait_until(lambda: answers(b, key["key"], VALID), within=PROPAGATION)
