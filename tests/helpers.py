@@ -217,6 +217,14 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def settle(admin: asyncpg.Connection) -> None:
+    """Wait until the app's background projector has run and folded every event: it writes tables on
+    its own (its first batch creates its checkpoint row), which a test comparing tables must await."""
+    query = """SELECT coalesce((SELECT position FROM projector_checkpoints WHERE projector = 'usage'), -1)
+                      >= coalesce((SELECT max(position) FROM events), 0)"""
+    await wait_until(lambda: admin.fetchval(query), within=5)
+
+
 async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
     """count(*) of every table of the public schema."""
     tables = await admin.fetch(

@@ -27,6 +27,7 @@ from tests.helpers import (
     revoke,
     rfc3339,
     rotate_key,
+    settle,
     table_counts,
     update_key,
     utc,
@@ -48,6 +49,7 @@ def ahead(**delta) -> datetime:
 
 async def unchanged_by(client, admin, request) -> str:
     """Send a refused request; assert it changed no table and no key; its error message."""
+    await settle(admin)
     before = (await table_counts(admin), await list_keys(client, OWNER))
     response = await request()
     message = await expect_error(response, 400, "invalid_request")
