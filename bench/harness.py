@@ -164,13 +164,14 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "python": sys.version.split()[0]}
 
 
-async def verified_key(port: int, account: str) -> str:
-    """A key created through the API whose account has an active subscription, once it verifies."""
+async def verified_key(port: int, account: str, **fields) -> str:
+    """A key created through the API (with these fields besides its name) whose account has an active
+    subscription, once it verifies."""
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession(base) as session:
         headers = {"Authorization": f"Bearer {user_token(account)}"}
         async with session.post(
-            "/api/v1/accounts/user/api-keys/create/", json={"name": "bench"}, headers=headers
+            "/api/v1/accounts/user/api-keys/create/", json={"name": "bench", **fields}, headers=headers
         ) as r:
             key = (await r.json())["key"]
         async with session.put(

@@ -9,7 +9,7 @@ import asyncpg
 
 from bench.harness import Context, Figure, median_of
 from events import apikey
-from events.account import CreateKey, RenameKey, RevokeKey, SetSubscription
+from events.account import CreateKey, RevokeKey, SetSubscription, UpdateKey
 from events.model import UsageRecorded
 from projections import usage
 from projections.replay import replay
@@ -29,7 +29,7 @@ async def lifecycle(pool: db.Pool, account_id: str) -> list[str]:
         await commands.execute(pool, account_id, command, metadata)
         keys.append(key_id)
     for key_id in keys[:2]:
-        await commands.execute(pool, account_id, RenameKey(key_id, "renamed"), metadata)
+        await commands.execute(pool, account_id, UpdateKey(key_id, "renamed"), metadata)
     await commands.execute(pool, account_id, RevokeKey(keys[-1]), metadata)
     await commands.execute(pool, account_id, SetSubscription(active=True, plan="bench"), metadata)
     return keys[:-1]

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 
 from bench.harness import (
     ROOT,
@@ -37,12 +38,16 @@ async def run(context: Context) -> list[Figure]:
     async with context.database() as url, service(url) as port, bare_app() as bare_port:
         key = await verified_key(port, "acct_bench")
         headers = {"Authorization": f"Bearer {key}"}
+        # A key whose every check runs: an expiry to compare, a spend limit and this month's cost.
+        far = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+        checked_key = await verified_key(port, "acct_bench", expires_at=far, monthly_spend_limit_chf="1000")
+        checked_headers = {"Authorization": f"Bearer {checked_key}"}
         verify_url, bare_url = (
             f"http://127.0.0.1:{port}/api/v1/auth/verify",
             f"http://127.0.0.1:{bare_port}/api/v1/auth/verify",
         )
 
-        async def throughput(target: str) -> float:
+        async def throughput(target: str, headers: dict[str, str] = headers) -> float:
             result = await asyncio.to_thread(
                 wrk, target, seconds=seconds, connections=CONNECTIONS, headers=headers
             )
@@ -52,6 +57,9 @@ async def run(context: Context) -> list[Figure]:
 
         verify_rps, verify_runs = await median_of(context.repeats, lambda: throughput(verify_url))
         bare_rps, _ = await median_of(context.repeats, lambda: throughput(bare_url))
+        checked_rps, checked_runs = await median_of(
+            context.repeats, lambda: throughput(verify_url, checked_headers)
+        )
         rate = verify_rps / 2
         os.environ["DELAY_MS"] = f"{1000 * CONNECTIONS / rate:.3f}"
         paced = await asyncio.to_thread(
@@ -65,6 +73,9 @@ async def run(context: Context) -> list[Figure]:
     return [
         Figure("verify", "requests/s (valid key, warm cache)", verify_rps, "req/s", "bare aiohttp handler", bare_rps,
                "≥ 0.85 x bare", verify_rps >= 0.85 * bare_rps, verify_runs),
+        Figure("verify", "requests/s, a key with an expiry and a spend limit", checked_rps, "req/s",
+               "a key without either", verify_rps, "≥ 0.95 x without", checked_rps >= 0.95 * verify_rps,
+               checked_runs),
         Figure("verify", f"p50 at {paced.requests_per_second:,.0f} req/s (half of max)", paced.p50_ms, "ms"),
         Figure("verify", f"p99 at {paced.requests_per_second:,.0f} req/s, {CONNECTIONS} connections", paced.p99_ms,
                "ms", goal="≤ 5 ms", met=paced.p99_ms <= 5),

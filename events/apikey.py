@@ -71,3 +71,9 @@ def is_key_id(text: str) -> bool:
 
 def new_key_id() -> str:
     return "key_" + base62(int.from_bytes(secrets.token_bytes(16), "big"), 22)
+
+
+# What to register with GitHub's secret-scanning partner program (docs/secret-scanning.md): the
+# prefix and 49 base62 characters between word boundaries. A regular expression cannot check the
+# checksum; the report endpoint does, so a match with a wrong one is labelled a false positive.
+LEAK_SCAN_PATTERN = rf"\bsk-[0-9A-Za-z]{{{BODY_LENGTH + CHECKSUM_LENGTH}}}\b"

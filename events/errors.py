@@ -22,7 +22,23 @@ class KeyRevoked(DomainError):
     pass
 
 
+class KeyExpired(DomainError):
+    pass
+
+
+class KeyRotated(DomainError):
+    pass
+
+
 class InvalidName(DomainError):
+    pass
+
+
+class InvalidExpiry(DomainError):
+    pass
+
+
+class InvalidSpendLimit(DomainError):
     pass
 
 

@@ -43,6 +43,7 @@ REPLAY_LOCK = 0x6B65796C65646710  # one replay at a time: replays share the shad
 # treat it as a hint to catch up from their last position, never as the data itself.
 LIFECYCLE_CHANNEL = "keyledger_lifecycle"  # a lifecycle append committed (keys, subscriptions)
 USAGE_CHANNEL = "keyledger_usage"  # a usage append committed
+PROJECTED_CHANNEL = "keyledger_usage_projected"  # the projector committed a batch (spend limits move)
 # A replay swap rewrote api_keys or subscriptions: rows put back at old positions are invisible to a
 # cache that follows changes by position, so key caches reload everything on it.
 RESET_CHANNEL = "keyledger_reset"

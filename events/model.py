@@ -15,6 +15,9 @@ class ApiKeyCreated(Event, frozen=True, kw_only=True, tag=True):
     key_digest: str  # hex SHA-256 of the full key; the key itself is never stored
     last4: str
     created_at: datetime
+    expires_at: datetime | None = None
+    monthly_spend_limit_chf: str | None = None  # exact, 9 places
+    rotated_from: str | None = None  # the key this one replaces
 
 
 class ApiKeyRenamed(Event, frozen=True, kw_only=True, tag=True):
@@ -27,6 +30,33 @@ class ApiKeyRenamed(Event, frozen=True, kw_only=True, tag=True):
 class ApiKeyRevoked(Event, frozen=True, kw_only=True, tag=True):
     key_id: str
     revoked_at: datetime
+    reason: str = "user"  # "user" (the revoke endpoint), "rotated" (no grace period), "leaked"
+    url: str | None = None  # where a leaked key was found, as the report said
+
+
+class ApiKeyExpirySet(Event, frozen=True, kw_only=True, tag=True):
+    key_id: str
+    expires_at: datetime | None  # None: the key no longer expires
+    previous_expires_at: datetime | None
+    set_at: datetime
+
+
+class ApiKeySpendLimitSet(Event, frozen=True, kw_only=True, tag=True):
+    key_id: str
+    monthly_spend_limit_chf: str | None  # None: no limit
+    previous_monthly_spend_limit_chf: str | None
+    set_at: datetime
+
+
+class ApiKeyRotated(Event, frozen=True, kw_only=True, tag=True):
+    """The key was replaced by `new_key_id` (created by the event before this one); it expires at
+    `expires_at`, the end of its grace period (or its own earlier expiry)."""
+
+    key_id: str
+    new_key_id: str
+    grace_period_seconds: int
+    expires_at: datetime
+    rotated_at: datetime
 
 
 class SubscriptionActivated(Event, frozen=True, kw_only=True, tag=True):
@@ -38,7 +68,10 @@ class SubscriptionDeactivated(Event, frozen=True, kw_only=True, tag=True):
     deactivated_at: datetime
 
 
-AccountEvent = ApiKeyCreated | ApiKeyRenamed | ApiKeyRevoked | SubscriptionActivated | SubscriptionDeactivated
+KeyEvent = (
+    ApiKeyCreated | ApiKeyRenamed | ApiKeyRevoked | ApiKeyExpirySet | ApiKeySpendLimitSet | ApiKeyRotated
+)
+AccountEvent = KeyEvent | SubscriptionActivated | SubscriptionDeactivated
 
 # Stored events are read leniently (no forbid_unknown_fields) so that old readers survive new fields.
 account_event_decoder = msgspec.json.Decoder(AccountEvent)

@@ -56,6 +56,12 @@ def chf_text(amount: Decimal) -> str:
     return f"{amount:.9f}"
 
 
+def display_chf(amount: Decimal) -> str:
+    """An amount for people: at least 2 places, more only where they are not zero (25 -> "25.00")."""
+    whole, _, fraction = chf_text(amount).rstrip("0").partition(".")
+    return f"{whole}.{fraction.ljust(2, '0')}"
+
+
 def canonical_chf(text: str) -> str | None:
     """The amount with exactly 9 places ("0.00015" -> "0.000150000"), or None if it is not one."""
     return chf_text(Decimal(text)) if _CHF.fullmatch(text) else None

@@ -10,7 +10,7 @@ import logging
 
 import asyncpg
 
-from events.log import PROJECTOR_LOCK
+from events.log import PROJECTED_CHANNEL, PROJECTOR_LOCK
 from projections.usage import project_batch
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,8 @@ class Projector:
             wake.clear()
             async with connection.transaction():
                 read = await project_batch(connection, self._batch_size)
+                if read:  # delivered on commit: the key caches re-read the monthly spend it moved
+                    await connection.execute("SELECT pg_notify($1, '')", PROJECTED_CHANNEL)
             if read < self._batch_size:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
                 with contextlib.suppress(TimeoutError):

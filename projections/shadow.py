@@ -12,7 +12,7 @@ import asyncpg
 SHADOW = "keyledger_replay"
 LIVE = "public"
 # Every projection built from the log. A new projection table belongs here, or replay ignores it.
-TABLES = ("api_keys", "subscriptions", "key_usage_totals", "key_usage_daily")
+TABLES = ("api_keys", "subscriptions", "key_usage_totals", "key_usage_daily", "key_usage_monthly")
 CHECKPOINTS = "projector_checkpoints"
 SHOWN_ROWS = 20  # per table and side; the rest are counted
 

@@ -17,6 +17,7 @@ WINDOW_DAYS = 30
 _UTC_DAY = "(occurred_at AT TIME ZONE 'UTC')::date"
 # The fields of a UsageRecorded event, typed, for the statements below to group.
 _USAGE_FIELDS = """
+    position,
     account_id,
     data->>'key_id'                     AS key_id,
     (data->>'occurred_at')::timestamptz AS occurred_at,
@@ -83,6 +84,19 @@ async def project_batch(connection: asyncpg.Connection, limit: int = 50_000, up_
             ON CONFLICT (key_id, day) DO UPDATE SET
                 requests = daily.requests + excluded.requests,
                 cost_chf = daily.cost_chf + excluded.cost_chf""",
+        start,
+        end,
+    )
+    await connection.execute(
+        f"""WITH {_USAGE_IN_RANGE}
+            INSERT INTO key_usage_monthly AS monthly (key_id, month, account_id, requests, cost_chf, last_position)
+            SELECT key_id, date_trunc('month', {_UTC_DAY})::date, min(account_id), count(*), sum(cost_chf),
+                   max(position)
+            FROM usage GROUP BY 1, 2
+            ON CONFLICT (key_id, month) DO UPDATE SET
+                requests      = monthly.requests + excluded.requests,
+                cost_chf      = monthly.cost_chf + excluded.cost_chf,
+                last_position = greatest(monthly.last_position, excluded.last_position)""",
         start,
         end,
     )
@@ -175,4 +189,32 @@ async def account_days(
         account_id,
         first,
         last,
+    )
+
+
+async def month_spend_changes(
+    connection: asyncpg.Connection, month: date, after: int
+) -> list[asyncpg.Record]:
+    """(key_id, cost_chf, last_position) of the keys with a spend limit whose cost in `month` moved
+    past `after` (last_position order)."""
+    return await connection.fetch(
+        """SELECT m.key_id, m.cost_chf, m.last_position
+           FROM key_usage_monthly m JOIN api_keys k USING (key_id)
+           WHERE m.month = $1 AND m.last_position > $2 AND k.monthly_spend_limit_chf IS NOT NULL
+           ORDER BY m.last_position""",
+        month,
+        after,
+    )
+
+
+async def month_spend_of(
+    connection: asyncpg.Connection, month: date, key_ids: list[str]
+) -> dict[str, Decimal]:
+    """Each key's cost in `month`, for the keys of this list that have any."""
+    return dict(
+        await connection.fetch(
+            "SELECT key_id, cost_chf FROM key_usage_monthly WHERE month = $1 AND key_id = ANY($2)",
+            month,
+            key_ids,
+        )
     )

@@ -4,10 +4,24 @@
     app = web.Application(middlewares=[keyledger_middleware(client, cost_of=my_pricing)])
     client.setup(app)
 
-The middleware verifies the `sk-` key of every request against keyledger (with a short local cache),
-answers 401/402/403 with keyledger's own error envelope, and reports each served request's usage in
-background batches: a bounded buffer (callers wait when it is full, nothing is dropped), retries
-that resend the same request_ids (keyledger counts each once), and a final flush on shutdown.
+The middleware verifies the `sk-` key of every request against keyledger (with a short local cache)
+and reports each served request's usage in background batches: a bounded buffer (callers wait when
+it is full, nothing is dropped), retries that resend the same request_ids (keyledger counts each
+once), and a final flush on shutdown.
+
+A refused key gets keyledger's answer unchanged (status and JSON body `{"error": {"message", "type"}}`),
+so the caller sees every refusal of SPEC "Key verification" as keyledger words it:
+
+    403 forbidden              malformed, unknown or revoked key
+    403 key_expired            past its expires_at (a rotated key after its grace period too)
+    402 subscription_required  the account has no active subscription
+    402 spend_limit_reached    the key's cost this UTC month reached its monthly_spend_limit_chf
+    503 service_unavailable    keyledger cannot check the key right now (never cached)
+
+The middleware itself answers 401 authentication_required to a request without `Authorization:
+Bearer`, and 503 service_unavailable when keyledger cannot be reached. Verdicts, refusals
+included, are cached for `cache_seconds`: a lifted refusal (a raised limit, a renewed
+subscription) reaches callers that much later than keyledger's own bound.
 """
 
 import asyncio

@@ -3,9 +3,15 @@
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import msgspec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 # What a browser sends in `Origin`: lower-case scheme and host, the port only when it is not the default.
 _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
@@ -33,6 +39,8 @@ class Settings:
     pool_max_size: int = 10
     development: bool = False  # no JWT key configured: a random secret was made, demo tokens are printed
     dashboard_origin: str | None = None  # the one origin allowed to call the API from a browser (CORS)
+    # GitHub's secret-scanning public keys by identifier; None: unset, every report is refused
+    secret_scanning_keys: Mapping[str, ec.EllipticCurvePublicKey] | None = None
 
     def __post_init__(self):
         if self.dashboard_origin is not None:
@@ -97,6 +105,7 @@ def from_environment(environ: dict[str, str] | None = None) -> Settings:
         pool_max_size=_whole_number(env, "KEYLEDGER_POOL_MAX_SIZE", default=10, lowest=1),
         development=development,
         dashboard_origin=env.get("KEYLEDGER_DASHBOARD_ORIGIN") or None,
+        secret_scanning_keys=read_secret_scanning_keys(env.get(SECRET_SCANNING_KEYS) or None),
     )
 
 
@@ -112,3 +121,57 @@ def _whole_number(env, name: str, *, default: int, lowest: int, highest: int | N
             return number
     bounds = f"from {lowest} to {highest}" if highest else f"{lowest} or more"
     raise ConfigError(f"{name}={text!r} must be a whole number {bounds} (unset, it is {default}).")
+
+
+# GitHub's secret-scanning public keys: the answer of `GET /meta/public_keys/secret_scanning`, read
+# leniently (GitHub may add fields), its PEM keys parsed once here.
+SECRET_SCANNING_KEYS = "KEYLEDGER_SECRET_SCANNING_KEYS"
+
+
+class _PublicKey(msgspec.Struct):
+    key_identifier: str
+    key: str  # every listed key is accepted: `is_current` only says which one GitHub signs new reports with
+
+
+class _PublicKeys(msgspec.Struct):
+    public_keys: list[_PublicKey]
+
+
+def read_secret_scanning_keys(value: str | None) -> dict[str, ec.EllipticCurvePublicKey] | None:
+    """The P-256 public keys by identifier of the variable (a path, or the JSON text itself); None
+    when it is unset; else a ConfigError naming the variable and what is wrong."""
+    if value is None:
+        return None
+    if value.lstrip().startswith("{"):
+        text = value
+    else:
+        try:
+            text = Path(value).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(
+                f"{SECRET_SCANNING_KEYS}: cannot read the file {value!r} ({type(error).__name__}); "
+                "give the path of a readable JSON file, or the JSON text itself."
+            ) from None
+    try:
+        document = msgspec.json.decode(text, type=_PublicKeys)
+    except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        raise ConfigError(
+            f'{SECRET_SCANNING_KEYS} must be JSON shaped like {{"public_keys": [{{"key_identifier": …, '
+            f'"key": "-----BEGIN PUBLIC KEY-----…"}}]}} (GitHub\'s /meta/public_keys/secret_scanning): {error}.'
+        ) from None
+    if not document.public_keys:
+        raise ConfigError(f"{SECRET_SCANNING_KEYS} lists no public key; list at least one, or unset it.")
+    return {entry.key_identifier: _p256_key(entry) for entry in document.public_keys}
+
+
+def _p256_key(entry: _PublicKey) -> ec.EllipticCurvePublicKey:
+    try:
+        key = load_pem_public_key(entry.key.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ConfigError(
+            f"{SECRET_SCANNING_KEYS}: the key {entry.key_identifier!r} is not a PEM ECDSA P-256 public key "
+            "(-----BEGIN PUBLIC KEY-----…); copy it as GitHub gives it."
+        )
+    return key

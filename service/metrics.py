@@ -19,7 +19,7 @@ DURATION = Histogram(
 )
 VERIFICATIONS = Counter(
     "keyledger_verifications",
-    "Key verifications by outcome (valid, invalid, unsubscribed, malformed) and source (cache, database, checksum)",
+    "Key verifications by outcome (valid, invalid, expired, unsubscribed, over_limit, malformed) and source (cache, database, checksum)",
     ["outcome", "source"],
 )
 USAGE_EVENTS = Counter(

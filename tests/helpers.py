@@ -1,6 +1,8 @@
 """Small helpers shared by the verification, usage and projector tests."""
 
 import asyncio
+import base64
+import contextlib
 import inspect
 import io
 import json
@@ -10,6 +12,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.http.auth import issue_token
 
@@ -18,6 +22,11 @@ JWT_SECRET = "test-secret-" + "x" * 40
 SERVICE_TOKEN = "test-service-token"
 
 KEYS = "/api/v1/accounts/user/api-keys"
+# Every field of a key object (SPEC: all present on every key object, null when unset).
+KEY_FIELDS = {
+    *("id", "name", "masked_key", "status", "created_at", "revoked_at", "last_used_at", "usage"),
+    *("expires_at", "monthly_spend_limit_chf", "rotated_from", "rotated_to", "revoked_reason"),
+}
 VERIFY = "/api/v1/auth/verify"
 USAGE = "/api/v1/usage/"
 
@@ -81,9 +90,10 @@ async def expect_error(response, status: int | tuple[int, ...], type_: str | Non
 # Keys and subscriptions
 
 
-async def create_key(client, account: str, name: str = "Production backend") -> dict:
-    """Create a key through the API; the answer with the full secret in `key`."""
-    response = await client.post(f"{KEYS}/create/", json={"name": name}, headers=auth(account))
+async def create_key(client, account: str, name: str = "Production backend", **fields) -> dict:
+    """Create a key through the API (`fields`: expires_at, monthly_spend_limit_chf); the answer with
+    the full secret in `key`."""
+    response = await client.post(f"{KEYS}/create/", json={"name": name, **fields}, headers=auth(account))
     return await expect(response, 201)
 
 
@@ -110,6 +120,24 @@ async def deactivate(client, account: str) -> dict:
     return await set_subscription(client, account, "inactive")
 
 
+async def update_key(client, account: str, key_id: str, body: dict):
+    return await client.patch(key_path(key_id) + "update/", json=body, headers=auth(account))
+
+
+async def rotate_key(client, account: str, key_id: str, body: dict | None = None):
+    """POST …/rotate/, with no body at all when `body` is None."""
+    return await client.post(key_path(key_id) + "rotate/", json=body, headers=auth(account))
+
+
+async def list_keys(client, account: str, as_of: str | None = None) -> list[dict]:
+    params = {} if as_of is None else {"as_of": as_of}
+    return (await expect(await client.get(f"{KEYS}/", params=params, headers=auth(account))))["data"]
+
+
+async def key_history(client, account: str, key_id: str) -> list[dict]:
+    return (await expect(await client.get(key_path(key_id) + "events/", headers=auth(account))))["data"]
+
+
 async def verify(client, secret: str, method: str = "GET"):
     return await client.request(method, VERIFY, headers=bearer(secret))
 
@@ -118,6 +146,13 @@ async def verify_status(client, secret: str) -> int:
     response = await verify(client, secret)
     await response.read()
     return response.status
+
+
+async def verdict(client, secret: str) -> tuple[int, str | None]:
+    """The status of a verification and its error type (None for a 200)."""
+    response = await verify(client, secret)
+    body = await response.json()
+    return response.status, body.get("error", {}).get("type")
 
 
 # Usage
@@ -182,6 +217,14 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
+async def settle(admin: asyncpg.Connection) -> None:
+    """Wait until the app's background projector has run and folded every event: it writes tables on
+    its own (its first batch creates its checkpoint row), which a test comparing tables must await."""
+    query = """SELECT coalesce((SELECT position FROM projector_checkpoints WHERE projector = 'usage'), -1)
+                      >= coalesce((SELECT max(position) FROM events), 0)"""
+    await wait_until(lambda: admin.fetchval(query), within=5)
+
+
 async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
     """count(*) of every table of the public schema."""
     tables = await admin.fetch(
@@ -193,3 +236,78 @@ async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
         row["table_name"]: await admin.fetchval(f'SELECT count(*) FROM public."{row["table_name"]}"')
         for row in tables
     }
+
+
+async def table_digests(admin: asyncpg.Connection) -> dict[str, str]:
+    """An MD5 of the contents of every table of the public schema: a change of any row shows."""
+    tables = await admin.fetch(
+        """SELECT table_name FROM information_schema.tables
+           WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"""
+    )
+    assert tables, "no tables found: is the database migrated?"
+    return {
+        row["table_name"]: await admin.fetchval(
+            f"""SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), ''))
+                FROM public."{row["table_name"]}" t"""
+        )
+        for row in tables
+    }
+
+
+# GitHub's secret-scanning reports
+
+SECRET_SCANNING = "/api/v1/secret-scanning/github/"
+
+
+class GitHubSigner:
+    """A P-256 key pair made for the test, as GitHub holds one: it signs report bodies, and
+    `keys_document` is what KEYLEDGER_SECRET_SCANNING_KEYS holds for it."""
+
+    def __init__(self, identifier: str = "test-key-1"):
+        self.identifier = identifier
+        self.private_key = ec.generate_private_key(ec.SECP256R1())
+
+    def public_pem(self) -> str:
+        return (
+            self.private_key.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode()
+        )
+
+    def keys_document(self, *others: "GitHubSigner") -> str:
+        entries = [
+            {"key_identifier": signer.identifier, "key": signer.public_pem(), "is_current": index == 0}
+            for index, signer in enumerate((self, *others))
+        ]
+        return json.dumps({"public_keys": entries})
+
+    def sign(self, body: bytes) -> str:
+        return base64.b64encode(self.private_key.sign(body, ec.ECDSA(hashes.SHA256()))).decode()
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        return {
+            "Github-Public-Key-Identifier": self.identifier,
+            "Github-Public-Key-Signature": self.sign(body),
+        }
+
+
+def leak_report(*tokens: str, url: str = "https://github.com/octo/demo/blob/abc123/config.py") -> bytes:
+    items = [
+        {"token": token, "type": "keyledger_api_key", "url": url, "source": "content"} for token in tokens
+    ]
+    return json.dumps(items).encode()
+
+
+@contextlib.asynccontextmanager
+async def connections_refused(server_url: str, database: str):
+    """The database refuses new connections (existing ones stay) until the block ends."""
+    # A database cannot disallow connections to itself: switch it from the server's default one.
+    outside = await asyncpg.connect(server_url)
+    try:
+        await outside.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        try:
+            yield
+        finally:
+            await outside.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+    finally:
+        await outside.close()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from events import apikey
-from events.account import CreateKey, RenameKey, RevokeKey, SetSubscription
+from events.account import CreateKey, RevokeKey, SetSubscription, UpdateKey
 from events.errors import DomainError
 from events.model import UsageRecorded
 from service.app import commands
@@ -50,7 +50,7 @@ class MixedLog:
                 account = self.keys[key_id]
                 action = self._rng.randrange(5)
                 if action == 0:
-                    await self._execute(account, RenameKey(key_id, f"renamed {self._rng.randrange(10**6)}"))
+                    await self._execute(account, UpdateKey(key_id, f"renamed {self._rng.randrange(10**6)}"))
                 elif action == 1:
                     await self._execute(account, RevokeKey(key_id))
                 elif action == 2:

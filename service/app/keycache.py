@@ -1,8 +1,9 @@
 """The in-process cache that answers key verification without a database round trip.
 
-It holds every key (digest -> id, account, active) and every subscription, and follows changes:
-a dedicated connection LISTENs for lifecycle appends and catches up by position on every
-notification, every second, and after every reconnect. The cache only answers while it can prove
+It holds every active key (digest -> id, account, expiry instant, spend limit), every subscription,
+and this month's cost of the keys with a limit (service/app/spend.py), and follows changes: a
+dedicated connection LISTENs for lifecycle appends and projected usage, and catches up by position on
+every notification, every second, and after every reconnect. The cache only answers while it can prove
 it is fresh (listening, and a catch-up succeeded within STALE_AFTER seconds); otherwise
 verification reads the database, and fails closed if that fails too.
 """
@@ -13,11 +14,13 @@ import logging
 import sys
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 
 import asyncpg
 
-from events.log import LIFECYCLE_CHANNEL, RESET_CHANNEL
+from events.log import LIFECYCLE_CHANNEL, PROJECTED_CHANNEL, RESET_CHANNEL
 from projections import accounts
+from service.app.spend import MonthSpend
 from service.store.db import DATABASE_UNAVAILABLE, Pool
 
 OWN_CATCH_UP_WAIT = 1.0  # seconds a command's answer waits for this process's key cache, at most
@@ -31,6 +34,23 @@ log = logging.getLogger(__name__)
 class KeyEntry:
     key_id: str
     account_id: str
+    expires_at: float | None = None  # POSIX time; no event marks the instant, verify compares it
+    limit: Decimal | None = None  # monthly spend limit in CHF
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> "KeyEntry":
+        expires_at = row["expires_at"]
+        # Interned: an account's keys share one account string.
+        return cls(
+            row["key_id"],
+            sys.intern(row["account_id"]),
+            None if expires_at is None else expires_at.timestamp(),
+            row["monthly_spend_limit_chf"],
+        )
+
+    def expired(self, now: float) -> bool:
+        """The instant is the one the command set, by the clock of the process that ran it."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class KeyCache:
@@ -41,6 +61,7 @@ class KeyCache:
         self._subscribed: set[str] = set()
         self._key_position = 0
         self._subscription_position = 0
+        self._spend = MonthSpend()
         self._listening = False
         self._confirmed_at = float("-inf")  # time.monotonic() of the last successful catch-up
         self._wake = asyncio.Event()
@@ -69,6 +90,10 @@ class KeyCache:
     def subscribed(self, account_id: str) -> bool:
         return account_id in self._subscribed
 
+    def over_limit(self, entry: KeyEntry, now: float) -> bool:
+        """The key's cost this UTC month has reached its monthly spend limit."""
+        return entry.limit is not None and self._spend.reached(entry.key_id, entry.limit, now)
+
     async def follow(self, connection: asyncpg.Connection) -> None:
         """Follow changes on this connection until it is lost (the shell then gives us a new one)."""
         try:
@@ -86,6 +111,7 @@ class KeyCache:
 
         connection.add_termination_listener(on_termination)
         await connection.add_listener(LIFECYCLE_CHANNEL, lambda *_: self._wake.set())
+        await connection.add_listener(PROJECTED_CHANNEL, lambda *_: self._wake.set())
         await connection.add_listener(RESET_CHANNEL, lambda *_: self._reload_all())
         # Listen first, then catch up: nothing committed in between can be missed. The cache calls
         # itself fresh only once that catch-up has returned.
@@ -132,7 +158,7 @@ class KeyCache:
             except BaseException:  # failed or cancelled halfway: the next catch-up loads again
                 self._reload = True
                 raise
-            self._keys, self._subscribed = fresh._keys, fresh._subscribed
+            self._keys, self._subscribed, self._spend = fresh._keys, fresh._subscribed, fresh._spend
             self._key_position, self._subscription_position = (
                 fresh._key_position,
                 fresh._subscription_position,
@@ -140,14 +166,18 @@ class KeyCache:
             return
         # In pages (keyset on updated_position, unique: one event changes one key), so a first load of
         # a million keys never holds all their rows at once.
+        limited_now = []  # keys whose limit may be new: the spend they already have is loaded below
         while rows := await accounts.key_changes(connection, self._key_position, PAGE):
             for row in rows:
                 if row["active"]:
-                    # Interned: an account's keys share one account string.
-                    self._keys[row["key_digest"]] = KeyEntry(row["key_id"], sys.intern(row["account_id"]))
+                    self._keys[row["key_digest"]] = KeyEntry.of(row)
+                    if row["monthly_spend_limit_chf"] is not None:
+                        limited_now.append(row["key_id"])
                 else:
                     self._keys.pop(row["key_digest"], None)
+                    self._spend.forget(row["key_id"])
             self._key_position = rows[-1]["updated_position"]
+        await self._spend.catch_up(connection, limited_now, time.time())
         for row in await accounts.subscription_changes(connection, self._subscription_position):
             if row["active"]:
                 self._subscribed.add(row["account_id"])

@@ -26,6 +26,7 @@ from service.http.routes import ROUTES
 from service.store import db
 
 WARM_UP_SECONDS = 5.0
+KEY_CACHE_CONNECTION = "keyledger key cache"  # its application_name
 log = logging.getLogger(__name__)
 
 
@@ -40,12 +41,19 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     """The key cache and the projector run beside the request handlers, for the app's lifetime."""
-    connect = functools.partial(db.connect, app[SETTINGS].database_url)
     app[KEY_CACHE] = KeyCache()
     app[PROJECTOR] = Projector(USAGE_CHANNEL)
+    url = app[SETTINGS].database_url
+    # Named (application_name), so that an operator tells them apart in pg_stat_activity.
+    cache_connection = functools.partial(db.connect, url, KEY_CACHE_CONNECTION)
+    projector_connection = functools.partial(db.connect, url, "keyledger projector")
     tasks = [
-        asyncio.create_task(db.keep_connected(connect, app[KEY_CACHE].follow, "key cache", pause=0.2)),
-        asyncio.create_task(db.keep_connected(connect, app[PROJECTOR].lead, "projector", pause=1.0)),
+        asyncio.create_task(
+            db.keep_connected(cache_connection, app[KEY_CACHE].follow, "key cache", pause=0.2)
+        ),
+        asyncio.create_task(
+            db.keep_connected(projector_connection, app[PROJECTOR].lead, "projector", pause=1.0)
+        ),
     ]
     with contextlib.suppress(TimeoutError):  # serve from a warm cache when the database allows it
         async with asyncio.timeout(WARM_UP_SECONDS):

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from events.account import ACCOUNT_ID_RULE, is_account_id
+from events.rules import ACCOUNT_ID_RULE, is_account_id
 from service.config import ConfigError, Settings
 from service.http.errors import ApiError
 

@@ -28,7 +28,11 @@ def _too_large(limit: int) -> ApiError:
 async def read_json(request: web.Request, type_: type[T], limit: int = DEFAULT_BODY_LIMIT) -> T:
     if request.content_type != "application/json":
         raise ApiError(415, "invalid_request", "Send the body as JSON with Content-Type: application/json.")
-    body = await _read(request, limit)
+    return decode_json(await read_bytes(request, limit), type_)
+
+
+def decode_json(body: bytes, type_: type[T]) -> T:
+    """The body as `type_`; 400 naming what is wrong when it is not that JSON, or repeats a key."""
     try:
         value = msgspec.json.decode(body, type=type_, strict=True)
     except msgspec.ValidationError as error:
@@ -43,7 +47,7 @@ async def read_json(request: web.Request, type_: type[T], limit: int = DEFAULT_B
     return value
 
 
-async def _read(request: web.Request, limit: int) -> bytes:
+async def read_bytes(request: web.Request, limit: int = DEFAULT_BODY_LIMIT) -> bytes:
     """The body; 413 as soon as it is declared or counted (chunked, decompressed) larger than `limit`,
     400 when its framing breaks, 408 when it does not arrive in time (a Content-Length that promises
     more than is sent, a body trickled byte by byte)."""

@@ -7,15 +7,20 @@ from aiohttp import web
 
 from events.errors import (
     DomainError,
+    InvalidExpiry,
     InvalidName,
+    InvalidSpendLimit,
     InvalidUsage,
+    KeyExpired,
     KeyIdTaken,
     KeyLimitReached,
     KeyNotFound,
     KeyRevoked,
+    KeyRotated,
     UsageRejected,
 )
 from service.app.errors import AppError, Contention, MomentInFuture
+from service.app.leaks import ReportNotSigned
 from service.http.access_log import redact
 from service.http.responses import ErrorDetail, ErrorEnvelope, json_response
 from service.store import db
@@ -35,13 +40,18 @@ class ApiError(Exception):
 ANSWERS: dict[type[Exception], tuple[int, str]] = {
     KeyLimitReached: (409, "key_limit_reached"),
     KeyRevoked: (409, "key_revoked"),
+    KeyExpired: (409, "key_expired"),
+    KeyRotated: (409, "key_rotated"),
     KeyIdTaken: (409, "conflict"),
     KeyNotFound: (404, "not_found"),
     InvalidName: (400, "invalid_request"),
+    InvalidExpiry: (400, "invalid_request"),
+    InvalidSpendLimit: (400, "invalid_request"),
     InvalidUsage: (400, "invalid_request"),
     UsageRejected: (422, "unprocessable"),
     MomentInFuture: (422, "unprocessable"),
     Contention: (503, "service_unavailable"),
+    ReportNotSigned: (401, "invalid_token"),
 }
 _HEADERS = {Contention: {"Retry-After": "1"}}
 

@@ -10,13 +10,21 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from events.account import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
 from events.apikey import KEY_ID_PATTERN
+from events.rules import ACCOUNT_ID_PATTERN, ACCOUNT_ID_RULE
 from events.usage import UsageBatch
 from service.http import responses
+from service.http.requests import CreateKeyBody, RotateKeyBody, UpdateKeyBody
 from service.http.responses import ErrorEnvelope
 from service.http.routes import dashboard
-from service.http.routes.keys import BASE, KeyName
+from service.http.routes.keys import BASE
+from service.http.routes.secret_scanning import (
+    IDENTIFIER_HEADER,
+    REPORT_PATH,
+    SIGNATURE_HEADER,
+    Labels,
+    Report,
+)
 from service.http.routes.subscriptions import Subscription
 
 routes = web.RouteTableDef()
@@ -27,10 +35,13 @@ _ERRORS = {
     400: "The request breaks a rule of the API: not JSON, a missing, unknown or mistyped field, a name, "
     "time or amount outside its rules, a bad path or query parameter; the message names the field.",
     401: "No credentials, or credentials that are not valid (see WWW-Authenticate).",
-    402: "The key is valid but its account has no active subscription.",
-    403: "The key is invalid or revoked, or the caller lacks the role.",
+    402: "The key is valid but its account has no active subscription (subscription_required), or the "
+    "key's cost this UTC month has reached its monthly_spend_limit_chf (spend_limit_reached).",
+    403: "The key is invalid or revoked (forbidden), or past its expires_at (key_expired), or the caller "
+    "lacks the role.",
     404: "No such key in the caller's account (another account's key answers the same).",
-    409: "The 5-key limit is reached, or the key is revoked.",
+    409: "The 5-key limit is reached (key_limit_reached), or the key is revoked (key_revoked), expired "
+    "(key_expired) or already rotated (key_rotated, the message names the key that replaced it).",
     413: "The body is over the limit: 1 MiB, or 8 MiB for usage batches.",
     415: "The body is not sent as application/json.",
     422: "The request is well-formed, but the state of the log refuses it.",
@@ -53,6 +64,7 @@ class Operation:
     content: dict = field(default_factory=dict)  # a success body that is not a JSON struct
     headers: dict = field(default_factory=dict)
     error_notes: dict = field(default_factory=dict)  # status -> description, where _ERRORS' does not fit
+    body_required: bool = True  # False: the body may be left out (its defaults apply)
 
 
 def _path(name: str, description: str, pattern: str) -> dict:
@@ -81,10 +93,21 @@ _VERIFY = dict(
     answer=responses.Verified, security=(API_KEY,), errors=(401, 402, 403, 503), headers=_VERIFIED_HEADERS
 )
 
+_SIGNATURE_HEADERS = (
+    {
+        "name": IDENTIFIER_HEADER, "in": "header", "required": True,
+        "description": "which key of KEYLEDGER_SECRET_SCANNING_KEYS signed the body", "schema": {"type": "string"},
+    },
+    {
+        "name": SIGNATURE_HEADER, "in": "header", "required": True,
+        "description": "ECDSA P-256 / SHA-256 signature of the raw body, base64 DER", "schema": {"type": "string"},
+    },
+)  # fmt: skip
+
 OPERATIONS = (
     Operation(
         "post", f"{BASE}/create/", "Create a key; the answer holds the full key, this once",
-        responses.CreatedKey, 201, (JWT,), KeyName, (*_BODY_ERRORS, 401, 409, 503),
+        responses.CreatedKey, 201, (JWT,), CreateKeyBody, (*_BODY_ERRORS, 401, 409, 503),
     ),
     Operation(
         "get", f"{BASE}/", "List the account's keys, newest first, revoked included",
@@ -97,8 +120,15 @@ OPERATIONS = (
         responses.KeyObject, 200, (JWT,), errors=(401, 404, 503), parameters=(KEY_ID,),
     ),
     Operation(
-        "patch", f"{BASE}/{{key_id}}/update/", "Rename a key",
-        responses.KeyObject, 200, (JWT,), KeyName, (*_BODY_ERRORS, 401, 404, 409, 503), (KEY_ID,),
+        "patch", f"{BASE}/{{key_id}}/update/", "Change a key's name, expiry or monthly spend limit",
+        responses.KeyObject, 200, (JWT,), UpdateKeyBody, (*_BODY_ERRORS, 401, 404, 409, 503), (KEY_ID,),
+    ),
+    Operation(
+        "post", f"{BASE}/{{key_id}}/rotate/",
+        "Replace a key: the new one (shown this once) gets its name and limit; the old one verifies "
+        "through the grace period, then expires",
+        responses.CreatedKey, 201, (JWT,), RotateKeyBody, (*_BODY_ERRORS, 401, 404, 409, 503), (KEY_ID,),
+        body_required=False,
     ),
     Operation(
         "post", f"{BASE}/{{key_id}}/revoke/", "Revoke a key (again: a no-op)",
@@ -134,6 +164,17 @@ OPERATIONS = (
             _query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 10_000}),
             _query("account_id", "only this account's events", {"type": "string", "pattern": ACCOUNT_ID_PATTERN}),
         ),
+    ),
+    Operation(
+        "post", REPORT_PATH, "GitHub's secret-scanning report: revoke leaked keys, label each token",
+        Labels, 200, (), Report, (400, 401, 413), _SIGNATURE_HEADERS,
+        error_notes={
+            400: "The body is not a JSON array of at most 1,000 {token, type, url, source} objects of strings, "
+            "or a field holds NUL; the message names the item and field. Nothing is revoked.",
+            401: "The signature headers are missing, name an unknown key or do not verify over the raw body, "
+            "or KEYLEDGER_SECRET_SCANNING_KEYS is unset. Nothing is read or revoked.",
+            413: "The body is over 1 MiB.",
+        },
     ),
     Operation("get", "/healthz", "Liveness: the process answers", responses.Health),
     Operation("get", "/readyz", "Readiness: database reachable, migrations applied", responses.Health,
@@ -200,7 +241,10 @@ def _operation(operation: Operation, refs: dict[type, dict]) -> dict:
     if operation.parameters:
         described["parameters"] = list(operation.parameters)
     if operation.body is not None:
-        described["requestBody"] = {"required": True, "content": _json(refs[operation.body])}
+        described["requestBody"] = {
+            "required": operation.body_required,
+            "content": _json(refs[operation.body]),
+        }
     if operation.security:
         described["security"] = [{scheme: []} for scheme in operation.security]
     return described

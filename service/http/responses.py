@@ -22,11 +22,14 @@ ErrorType = Literal[
     "authentication_required",
     "invalid_token",
     "subscription_required",
+    "spend_limit_reached",
     "forbidden",
+    "key_expired",
     "not_found",
     "method_not_allowed",
     "key_limit_reached",
     "key_revoked",
+    "key_rotated",
     "conflict",
     "payload_too_large",
     "unprocessable",
@@ -58,20 +61,38 @@ class RecentUsage(msgspec.Struct):
     daily: Annotated[list[DailyUsage], msgspec.Meta(description="30 UTC days, oldest first, today last")]
 
 
+class MonthUsage(msgspec.Struct):
+    requests: int
+    cost_chf: Chf
+
+
 class UsageSummary(msgspec.Struct):
     total_requests: int
     total_cost_chf: Chf
     last_30_days: RecentUsage
+    this_month: Annotated[MonthUsage, msgspec.Meta(description="the current UTC calendar month to date")]
 
 
 class KeyObject(msgspec.Struct):
     id: str
     name: str
     masked_key: Annotated[str, msgspec.Meta(examples=["sk-***...9fQz"])]
-    status: Literal["active", "revoked"]
+    status: Annotated[
+        Literal["active", "revoked", "expired"],
+        msgspec.Meta(
+            description="expired from expires_at on, without any request; revoked wins over expired"
+        ),
+    ]
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None
+    expires_at: datetime | None
+    monthly_spend_limit_chf: Annotated[
+        Chf | None, msgspec.Meta(description="verification answers 402 once this month's cost reaches it")
+    ]
+    rotated_from: Annotated[str | None, msgspec.Meta(description="the key this one replaced")]
+    rotated_to: Annotated[str | None, msgspec.Meta(description="the key that replaced this one")]
+    revoked_reason: Literal["user", "rotated", "leaked"] | None
     usage: UsageSummary
 
 
@@ -86,7 +107,14 @@ class KeyList(msgspec.Struct):
 class KeyEvent(msgspec.Struct):
     position: int
     version: int
-    type: Literal["ApiKeyCreated", "ApiKeyRenamed", "ApiKeyRevoked"]
+    type: Literal[
+        "ApiKeyCreated",
+        "ApiKeyRenamed",
+        "ApiKeyRevoked",
+        "ApiKeyExpirySet",
+        "ApiKeySpendLimitSet",
+        "ApiKeyRotated",
+    ]
     recorded_at: datetime
     actor: str | None
     request_id: str | None

@@ -191,9 +191,10 @@ async def create_pool(database_url: str, max_size: int = 10) -> Pool:
     return Pool(pool)
 
 
-async def connect(database_url: str) -> asyncpg.Connection:
-    """A single connection as the service role (for listeners and tools)."""
-    connection = await asyncpg.connect(database_url)
+async def connect(database_url: str, name: str = "keyledger") -> asyncpg.Connection:
+    """A single connection as the service role (for listeners and tools); `name` is its
+    application_name, which pg_stat_activity shows an operator."""
+    connection = await asyncpg.connect(database_url, server_settings={"application_name": name})
     await _init_connection(connection)
     return connection
 

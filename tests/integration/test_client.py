@@ -8,7 +8,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from service.client import KEY_ID, KeyledgerClient, keyledger_middleware
 from service.http.app import create_app
-from tests.helpers import SERVICE_TOKEN, auth
+from tests.gateways import assert_refusals_pass_through, keys_in_every_state
+from tests.helpers import SERVICE_TOKEN, auth, bearer
 from tests.processes import free_port
 
 BASE = "/api/v1/accounts/user/api-keys"
@@ -69,6 +70,22 @@ async def test_valid_key_passes_revoked_key_is_refused(keyledger, aiohttp_client
     assert await refused.json() == {"error": {"message": "Invalid or revoked API key", "type": "forbidden"}}
     missing = await gateway.get("/v1/hello")
     assert missing.status == 401 and (await missing.json())["error"]["type"] == "authentication_required"
+
+
+async def test_every_refusal_reaches_the_caller_as_keyledger_answers_it(keyledger, aiohttp_client):
+    """403 forbidden and key_expired, 402 subscription_required and spend_limit_reached: the
+    gateway's caller gets keyledger's status and body, not a status or message of the client's."""
+    app, _ = gateway_app(keyledger)
+    gateway = await aiohttp_client(app)
+    secrets = await keys_in_every_state(keyledger, "acct_client_states")
+
+    async def through_gateway(headers: dict[str, str]) -> tuple[int, dict]:
+        response = await gateway.get("/v1/hello", headers=headers)
+        assert response.content_type == "application/json"
+        return response.status, await response.json()
+
+    await assert_refusals_pass_through(keyledger, secrets, through_gateway)
+    assert (await gateway.get("/v1/hello", headers=bearer(secrets["valid"]))).status == 200
 
 
 async def test_usage_reported_by_the_middleware_shows_in_the_key_stats(keyledger, aiohttp_client):

@@ -43,10 +43,10 @@ from tests.helpers import (
     expect,
     expect_error,
     service_headers,
+    settle,
     subscription_path,
     token_for,
     usage_event,
-    wait_until,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -148,13 +148,6 @@ async def snapshot(admin: asyncpg.Connection) -> dict[str, tuple[int, str]]:
         for r in relations
     ]
     return {row[0]: (row[1], row[2]) for row in await admin.fetch(" UNION ALL ".join(queries))}
-
-
-async def settle(admin: asyncpg.Connection) -> None:
-    """Wait until the background projector has folded every event (it writes tables on its own)."""
-    query = """SELECT coalesce((SELECT max(position) FROM projector_checkpoints), 0)
-                      >= coalesce((SELECT max(position) FROM events), 0)"""
-    await wait_until(lambda: admin.fetchval(query), within=5)
 
 
 @contextlib.asynccontextmanager

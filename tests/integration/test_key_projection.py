@@ -13,9 +13,19 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec import UNSET
 
 from events import apikey
-from events.account import Account, CreateKey, RenameKey, RevokeKey, SetSubscription, decide, evolve
+from events.account import (
+    Account,
+    CreateKey,
+    RevokeKey,
+    RotateKey,
+    SetSubscription,
+    UpdateKey,
+    decide,
+    evolve,
+)
 from events.errors import DomainError
 from events.log import account_stream
 from projections import accounts
@@ -29,10 +39,20 @@ KEY_COLUMNS = list(KeyRow.__annotations__)
 key_numbers = st.integers(0, 7)
 names = st.sampled_from(["prod", "dev", "", "  spaced  ", "Zürich 🚀", "x" * 101])
 last_fours = st.text(alphabet=apikey.ALPHABET, min_size=4, max_size=4)
+# Expiries as offsets from the moment of the command (a past one is refused, as it should be).
+expiries = st.sampled_from([None, timedelta(hours=1), timedelta(days=2), -timedelta(hours=1)])
+limits = st.sampled_from([None, "25", "0.000000001", "1e3"])
 command_shapes = st.one_of(
-    st.tuples(st.just(CreateKey), key_numbers, names, last_fours),
-    st.tuples(st.just(RenameKey), key_numbers, names),
-    st.tuples(st.just(RevokeKey), key_numbers),
+    st.tuples(st.just(CreateKey), key_numbers, names, last_fours, expiries, limits),
+    st.tuples(
+        st.just(UpdateKey),
+        key_numbers,
+        st.just(UNSET) | names,
+        st.just(UNSET) | expiries,
+        st.just(UNSET) | limits,
+    ),
+    st.tuples(st.just(RotateKey), key_numbers, key_numbers, last_fours, st.sampled_from([0, 3600, 86400])),
+    st.tuples(st.just(RevokeKey), key_numbers, st.sampled_from(["user", "leaked"])),
     st.tuples(st.just(SetSubscription), st.booleans(), st.sampled_from(["pro", "team"])),
 )
 steps = st.timedeltas(min_value=timedelta(microseconds=1), max_value=timedelta(days=3))
@@ -46,15 +66,25 @@ async def connection(database_url):
     await connection.close()
 
 
-def command_of(account_id: str, shape: tuple):
+def command_of(account_id: str, shape: tuple, now: datetime):
     kind, *arguments = shape
     if kind is SetSubscription:
         return SetSubscription(*arguments)
     key_id = f"key_{account_id}x{arguments[0]}"
+
+    def moment(offset):
+        return offset if offset in (None, UNSET) else now + offset
+
     if kind is CreateKey:
-        name, last4 = arguments[1:]
-        return CreateKey(key_id, name, apikey.digest(f"{key_id}-secret"), last4)
-    return kind(key_id, *arguments[1:])
+        name, last4, expiry, limit = arguments[1:]
+        return CreateKey(key_id, name, apikey.digest(f"{key_id}-secret"), last4, moment(expiry), limit)
+    if kind is UpdateKey:
+        name, expiry, limit = arguments[1:]
+        return UpdateKey(key_id, name, moment(expiry), limit)
+    if kind is RotateKey:
+        new_key_id, last4, grace = f"key_{account_id}x{arguments[1]}", *arguments[2:]
+        return RotateKey(key_id, new_key_id, apikey.digest(f"{new_key_id}-secret"), last4, grace)
+    return RevokeKey(key_id, reason=arguments[1])
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -66,7 +96,7 @@ async def test_the_projected_rows_are_the_rows_folded_from_the_log(connection, s
     for shape, step in sequence:
         clock += step
         try:
-            new_events = decide(state, command_of(account_id, shape), clock)
+            new_events = decide(state, command_of(account_id, shape, clock), clock)
         except DomainError:
             continue
         if not new_events:
@@ -85,8 +115,11 @@ async def test_the_projected_rows_are_the_rows_folded_from_the_log(connection, s
     assert [{column: row[column] for column in KEY_COLUMNS} for row in projected] == key_rows(events)
 
 
-async def test_keys_projected_before_the_masked_key_column_get_the_mask_apikey_gives(server_url, tmp_path):
-    """Migration 006 fills masked_key in for the rows already there, in SQL: as apikey.masked does."""
+async def test_keys_projected_before_migrations_006_and_007_get_what_a_replay_would_give(
+    server_url, tmp_path
+):
+    """Migration 006 fills masked_key in for the rows already there, in SQL, as apikey.masked does; 007
+    gives keys revoked before it the reason "user", as their ApiKeyRevoked events do by default."""
     up_to_005 = tmp_path / "sql"
     up_to_005.mkdir()
     for migration in migrations.available():
@@ -103,14 +136,20 @@ async def test_keys_projected_before_the_masked_key_column_get_the_mask_apikey_g
             await connection.execute(
                 """INSERT INTO api_keys (key_id, account_id, name, key_digest, last4, status, created_at,
                                          created_position, updated_position)
-                   VALUES ('key_old', 'acct_old', 'old', $1, '9fQz', 'active', now(), 1, 1)""",
+                   VALUES ('key_old', 'acct_old', 'old', $1, '9fQz', 'active', now(), 1, 1),
+                          ('key_gone', 'acct_old', 'gone', $2, 'Gone', 'revoked', now(), 2, 3)""",
                 bytes(32),
+                bytes(31) + b"\x01",
             )
-            assert await migrations.migrate(url) == ["006_masked_key.sql"]
-            masked = await connection.fetchval("SELECT masked_key FROM analytics.keys")
+            assert await migrations.migrate(url) == ["006_masked_key.sql", "007_key_lifecycle.sql"]
+            masked = await connection.fetchval(
+                "SELECT masked_key FROM analytics.keys WHERE key_id = 'key_old'"
+            )
+            reasons = dict(await connection.fetch("SELECT key_id, revoked_reason FROM api_keys"))
         finally:
             await connection.close()
     finally:
         await server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await server.close()
     assert masked == apikey.masked("9fQz")
+    assert reasons == {"key_old": None, "key_gone": "user"}

@@ -77,7 +77,12 @@ def test_malformed_input_is_documented_as_400_and_only_refusals_of_the_log_as_42
 def test_request_bodies_are_the_structs_the_handlers_decode(path):
     operation = document()["paths"][path]["post"]
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
-    assert schema["$ref"].rsplit("/", 1)[1] in {"UsageBatch", "KeyName"}
+    assert schema["$ref"].rsplit("/", 1)[1] in {
+        "UsageBatch",
+        "CreateKeyBody",
+        "UpdateKeyBody",
+        "RotateKeyBody",
+    }
 
 
 async def test_the_service_serves_the_document(client):

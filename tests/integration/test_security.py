@@ -25,7 +25,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from events import apikey
 from service.app.keycache import KeyCache
-from service.config import ConfigError, Settings, from_environment
+from service.config import ConfigError, Settings, from_environment, read_secret_scanning_keys
 from service.http.access_log import AccessLog
 from service.http.app import create_app
 from service.http.auth import TokenVerifier
@@ -34,15 +34,18 @@ from tests import log_guard
 from tests.helpers import (
     JWT_SECRET,
     KEYS,
+    SECRET_SCANNING,
     SERVICE_TOKEN,
     USAGE,
     VERIFY,
+    GitHubSigner,
     activate,
     auth,
     bearer,
     create_key,
     expect,
     expect_error,
+    leak_report,
     post_body,
     revoke,
     service_headers,
@@ -57,6 +60,8 @@ ACCOUNT = "acct_security"
 AUDIT = "/api/v1/audit/events"
 DASHBOARD = "https://dashboard.example.com"
 WRONG_SERVICE_TOKEN = SERVICE_TOKEN[:-1] + "X"  # as long as the right one, wrong in the last place
+GITHUB = GitHubSigner()
+LEAK_REPORT = leak_report("sk-not-ours")
 
 
 async def verified_key(client, account: str = ACCOUNT) -> dict:
@@ -458,6 +463,8 @@ def _requests(world: dict) -> list[tuple[str, str, dict, object, int]]:
         ("PATCH", f"{KEYS}/{revoked_id}/update/", owner, {"name": "renamed"}, 409),
         ("POST", f"{KEYS}/{revoked_id}/revoke/", owner, None, 200),
         ("GET", f"{KEYS}/{key_id}/events/", owner, None, 200),
+        ("POST", f"{KEYS}/{key_id}/rotate/", owner, {"grace_period_seconds": 3600}, 201),
+        ("POST", f"{KEYS}/{key_id}/rotate/", owner, None, 409),  # rotated already
         ("DELETE", f"{KEYS}/{key_id}/", owner, None, 405),
         ("GET", VERIFY, bearer(world["key"]["key"]), None, 200),
         ("POST", VERIFY, bearer(world["key"]["key"]), None, 200),
@@ -486,11 +493,15 @@ def _requests(world: dict) -> list[tuple[str, str, dict, object, int]]:
         ("GET", "/api/v1/nowhere", {}, None, 404),
         ("OPTIONS", f"{KEYS}/create/", preflight, None, 204),
         ("OPTIONS", f"{KEYS}/create/", {**preflight, "Origin": "https://evil.example"}, None, 403),
+        ("POST", SECRET_SCANNING, GITHUB.headers(LEAK_REPORT), LEAK_REPORT, 200),
+        ("POST", SECRET_SCANNING, {}, LEAK_REPORT, 401),
     ]
 
 
 async def test_every_answer_has_nosniff_and_every_api_answer_no_store(aiohttp_client, settings):
-    client = await aiohttp_client(create_app(replace(settings, dashboard_origin=DASHBOARD)))
+    github_keys = read_secret_scanning_keys(GITHUB.keys_document())
+    configured = replace(settings, dashboard_origin=DASHBOARD, secret_scanning_keys=github_keys)
+    client = await aiohttp_client(create_app(configured))
     world = await _headers_world(client)
     answered_routes = set()
     for method, path, headers, body, status in _requests(world):

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from events.account import (
     Account,
     CreateKey,
-    RenameKey,
     RevokeKey,
     SetSubscription,
+    UpdateKey,
     decide,
     evolve,
 )
@@ -31,6 +31,7 @@ from projections.key_rows import key_rows
 from service.app.commands import load_account
 from service.store import db, eventstore
 from tests.helpers import (
+    KEY_FIELDS,
     KEYS,
     activate,
     auth,
@@ -47,7 +48,6 @@ from tests.helpers import (
 LIST = f"{KEYS}/"
 OWNER = "acct_traveller"
 OTHER = "acct_neighbour"
-KEY_FIELDS = {"id", "name", "masked_key", "status", "created_at", "revoked_at", "last_used_at", "usage"}
 
 
 # Requests
@@ -314,7 +314,7 @@ key_ids = st.sampled_from([f"key_{n}" for n in range(7)])
 names = st.sampled_from(["prod", "dev", "", "  spaced  "])
 commands = st.one_of(
     st.builds(lambda key_id, name: CreateKey(key_id, name, "ab" * 32, key_id[-4:]), key_ids, names),
-    st.builds(RenameKey, key_ids, names),
+    st.builds(UpdateKey, key_ids, names),
     st.builds(RevokeKey, key_ids),
     st.builds(SetSubscription, st.booleans(), st.sampled_from(["pro", "team"])),
 )

@@ -20,6 +20,7 @@ from tests.helpers import (
     VERIFY,
     activate,
     auth,
+    connections_refused,
     create_key,
     deactivate,
     expect,
@@ -313,21 +314,6 @@ async def key_cache_backends(admin, waiting_on_a_lock: bool = False) -> list[int
         waiting_on_a_lock,
     )
     return [row["pid"] for row in rows]
-
-
-@contextlib.asynccontextmanager
-async def connections_refused(server_url: str, database: str):
-    """The database refuses new connections (existing ones stay) until the block ends."""
-    # A database cannot disallow connections to itself: switch it from the server's default one.
-    outside = await asyncpg.connect(server_url)
-    try:
-        await outside.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
-        try:
-            yield
-        finally:
-            await outside.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
-    finally:
-        await outside.close()
 
 
 async def test_a_key_revoked_right_after_the_listener_was_killed_is_never_let_through(client, admin):

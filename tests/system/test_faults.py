@@ -18,7 +18,7 @@ import json
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -46,21 +46,11 @@ from tests.helpers import (
     usage_event,
     wait_until,
 )
-from tests.processes import Cluster, Service, free_port
+from tests.processes import Service, free_port
 
 pytestmark = pytest.mark.own_server  # a PostgreSQL cluster of its own, which it stops and freezes
 ACCOUNT = "acct_faults"
 PROMISED = 5.0  # seconds within which a request must be answered, also without a database
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    cluster = Cluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.remove()
 
 
 @pytest.fixture

@@ -21,12 +21,14 @@ EXAMPLES = int(os.environ.get("KEYLEDGER_FUZZ_EXAMPLES", "30"))
 # Requests that can be valid by shape and still be refused with a documented 4xx, by a rule the document
 # states in words: a usage event for an unknown key or outside the time window (422) or with a cost_chf
 # that is not a decimal string (400), a time-travel moment in the future (422), a key name that is blank
-# once trimmed or holds a control character (400).
+# once trimmed or holds a control character (400), an expires_at in the past (400), a grace period
+# written as 604800.0 (JSON Schema's integer admits it; the API takes whole numbers written as such).
 SHAPE_IS_NOT_ENOUGH = {
     ("POST", "/api/v1/usage/"),
     ("GET", "/api/v1/accounts/user/api-keys/"),
     ("POST", "/api/v1/accounts/user/api-keys/create/"),
     ("PATCH", "/api/v1/accounts/user/api-keys/{key_id}/update/"),
+    ("POST", "/api/v1/accounts/user/api-keys/{key_id}/rotate/"),
 }
 ACCOUNT = "acct_fuzz"
 

@@ -9,6 +9,8 @@ const TOKEN_STORAGE = "keyledger.token";
 const MAX_ACTIVE_KEYS = 5;
 const REFRESH_MS = 10_000;
 const SVG_NS = "http://www.w3.org/2000/svg";
+// The API's rule for a spend limit: a decimal in CHF, at most 9 places, greater than 0.
+const LIMIT_RULE = /^[0-9]+(\.[0-9]{1,9})?$/;
 
 // The chart: one bar per UTC day, 30 of them, oldest first: requests rise above the axis, and CHF
 // hangs below it, each scaled to the key's own busiest day.
@@ -31,7 +33,11 @@ const state = {
   change: 0, // bumped by every load and every change the page makes: only the newest load renders
   timer: null,
   revoking: null, // { id, opener, done }
+  editing: null, // { id, opener, done }
+  rotating: null, // { id, opener, done }
   creating: false, // a create request is in flight
+  shownFor: null, // the id of the key whose secret the create dialog shows: its row gets focus after Done
+  leakUrls: new Map(), // key id -> where a leaked key was found (from its history), "" until known
 };
 
 // Rows: each <tr data-key-id> keeps its cells, so a refresh updates text in place and never moves
@@ -157,13 +163,29 @@ function setError(node, message, control) {
   }
 }
 
-/** CHF for display: the API's exact decimal string, trailing zeros cut down to 2 decimals, no float. */
-function chf(value) {
+/** An amount for display: the API's exact decimal string, trailing zeros cut down to 2 decimals, no float. */
+function amount(value) {
   const match = /^(\d+)\.(\d+)$/.exec(value);
-  if (!match) return `CHF ${value}`;
-  const decimals = match[2].replace(/0+$/, "").padEnd(2, "0");
-  return `CHF ${match[1]}.${decimals}`;
+  if (!match) return value;
+  return `${match[1]}.${match[2].replace(/0+$/, "").padEnd(2, "0")}`;
 }
+
+const chf = (value) => `CHF ${amount(value)}`;
+
+/** An API amount (9 places) as an exact integer of billionths, to compare without floats. */
+function billionths(value) {
+  const [whole, decimals = ""] = value.split(".");
+  return BigInt(whole + decimals.padEnd(9, "0").slice(0, 9));
+}
+
+/** A moment as text: the date and time of the browser's zone, in a <time> naming the UTC instant. */
+function moment(iso) {
+  const at = new Date(iso);
+  return element("time", { datetime: iso, title: `${iso} (UTC)` }, `${dateOnly.format(at)} ${timeOnly.format(at)}`);
+}
+
+/** Keys that take one of the 5 slots: active and not replaced by a rotation. */
+const counted = (key) => key.status === "active" && key.rotated_to === null;
 
 function keyById(id) {
   return state.keys.find((key) => key.id === id);
@@ -261,38 +283,58 @@ function render(keys) {
   updateLimit();
 }
 
+// Each cell carries its column's name: on a narrow screen the rows become cards that show it.
+const COLUMNS = [
+  ["name", "cell-name", ""],
+  ["status", "cell-status", ""],
+  ["month", "cell-month", "This month"],
+  ["created", "cell-time", "Created"],
+  ["lastUsed", "cell-time", "Last used"],
+  ["requests", "num", "Requests"],
+  ["totalChf", "num", "Total CHF"],
+  ["recentChf", "num", "Last 30 days CHF"],
+  ["chart", "cell-chart", "Usage (30 days)"],
+  ["actions", "cell-actions", ""],
+];
+
 function newRow(id) {
-  const row = element("tr");
+  const row = element("tr", { role: "row", id: `key-${id}` });
   row.dataset.keyId = id;
-  const cell = (className) => row.appendChild(element("td", className ? { class: className } : {}));
+  const cells = {};
+  for (const [part, className, label] of COLUMNS) {
+    cells[part] = row.appendChild(element("td", { role: "cell", class: className }));
+    if (label) cells[part].dataset.label = label;
+  }
   const parts = {
-    name: cell("cell-name"),
-    nameText: element("span", { class: "key-name" }),
-    key: cell("cell-key").appendChild(element("code", { class: "masked" })),
-    status: cell("cell-status").appendChild(element("span", { class: "badge" })),
-    created: cell("cell-time"),
-    lastUsed: cell("cell-time"),
-    requests: cell("num"),
-    totalChf: cell("num"),
-    recentChf: cell("num"),
-    chart: cell("cell-chart"),
-    actions: cell("cell-actions"),
+    ...cells,
+    nameText: cells.name.appendChild(element("span", { class: "key-name", tabindex: "-1" })),
+    key: cells.name.appendChild(element("code", { class: "masked" })), // under the name: one column less
+    badge: cells.status.appendChild(element("span", { class: "badge" })),
+    notes: cells.status.appendChild(element("div", { class: "status-notes" })),
+    monthText: cells.month.appendChild(element("span", { class: "month-text" })),
+    bar: element("div", { role: "progressbar", class: "spend", "aria-valuemin": "0" }),
+    reached: element("span", { class: "reached" }, "Limit reached: requests are refused"),
     chartData: null,
+    notesData: null,
     mode: null,
-    rename: null, // the rename form while it is open
   };
-  parts.name.append(parts.nameText);
+  parts.bar.append(element("div", { class: "spend-fill" }));
+  cells.month.append(parts.bar, parts.reached);
   rows.set(row, parts);
   return row;
 }
+
+const STATUS_TEXT = { active: "Active", revoked: "Revoked", expired: "Expired" };
 
 function updateRow(row, key) {
   const parts = rows.get(row);
   setText(parts.nameText, key.name);
   setText(parts.key, key.masked_key);
-  const active = key.status === "active";
-  setText(parts.status, active ? "Active" : "Revoked");
-  parts.status.className = `badge ${active ? "active" : "revoked"}`;
+  setText(parts.badge, STATUS_TEXT[key.status] ?? key.status);
+  parts.badge.className = `badge ${key.status}`;
+  row.dataset.status = key.status;
+  updateNotes(parts, key);
+  updateMonth(parts, key);
   setTime(parts.created, key.created_at, "");
   setTime(parts.lastUsed, key.last_used_at, "Never");
   setText(parts.requests, count.format(key.usage.total_requests));
@@ -306,6 +348,80 @@ function updateRow(row, key) {
   updateActions(parts, key);
 }
 
+/** Under the status: expiry, the rotation's links both ways, and why a key was revoked. */
+function updateNotes(parts, key) {
+  const linked = (id) => keyById(id) ?? { id, name: id, masked_key: "" };
+  const notes = [];
+  if (key.rotated_to) notes.push(["link", "Rotated →", linked(key.rotated_to)]);
+  if (key.rotated_from) notes.push(["link", "Replaces", linked(key.rotated_from)]);
+  if (key.status === "revoked" && key.revoked_reason === "leaked") {
+    notes.push(["text", "Revoked automatically: found in public", leakUrl(key.id)]);
+  } else if (key.status === "revoked" && key.revoked_reason === "rotated") {
+    notes.push(["text", "Revoked when it was rotated"]);
+  }
+  if (key.status === "expired") notes.push(["time", "Expired", key.expires_at]);
+  else if (key.status === "active" && key.expires_at) {
+    notes.push(["time", key.rotated_to ? "Works until" : "Expires", key.expires_at]);
+  }
+  const notesData = JSON.stringify(notes);
+  if (parts.notesData === notesData) return; // rebuilt only when it changes: a focused link stays
+  parts.notesData = notesData;
+  parts.notes.replaceChildren(...notes.map(note));
+}
+
+function note([kind, text, detail]) {
+  const line = element("p", { class: `status-note ${kind}` }, `${text} `);
+  if (kind === "time") line.append(moment(detail));
+  else if (kind === "link") {
+    const label = detail.masked_key ? `${detail.name} (${detail.masked_key})` : detail.name;
+    line.append(element("a", { href: `#key-${detail.id}`, "data-goto": detail.id }, label));
+  } else if (detail) {
+    // The report's URL as text, never a link: the page does not send anyone to a place it did not check.
+    line.append("at ", element("code", { class: "leak-url" }, detail));
+  }
+  return line;
+}
+
+/** Where a leaked key was found: in its ApiKeyRevoked event, fetched once per key. */
+function leakUrl(id) {
+  if (state.leakUrls.has(id)) return state.leakUrls.get(id);
+  state.leakUrls.set(id, "");
+  api("GET", keyPath(id, "events/"))
+    .then((history) => {
+      const revoked = history.data.findLast((event) => event.type === "ApiKeyRevoked");
+      state.leakUrls.set(id, revoked?.data?.url ?? "");
+      const row = rowOf(id);
+      const key = keyById(id);
+      if (row && key) updateNotes(rows.get(row), key);
+    })
+    .catch(() => state.leakUrls.delete(id)); // asked again at the next refresh
+  return "";
+}
+
+/** Month-to-date CHF, and against the limit a bar that screen readers read as a progress bar. */
+function updateMonth(parts, key) {
+  const cost = key.usage.this_month.cost_chf;
+  const limit = key.monthly_spend_limit_chf;
+  parts.month.dataset.chf = cost;
+  parts.bar.hidden = limit === null;
+  if (limit === null) {
+    setText(parts.monthText, `${chf(cost)} this month`);
+    parts.reached.hidden = true;
+    return;
+  }
+  const text = `${chf(cost)} of ${amount(limit)} this month`;
+  const reached = billionths(cost) >= billionths(limit);
+  setText(parts.monthText, text);
+  parts.reached.hidden = !reached || key.status !== "active";
+  parts.bar.classList.toggle("over", reached);
+  parts.bar.setAttribute("aria-label", `Spend this month for ${key.name}`);
+  parts.bar.setAttribute("aria-valuemax", amount(limit));
+  parts.bar.setAttribute("aria-valuenow", reached ? amount(limit) : amount(cost));
+  parts.bar.setAttribute("aria-valuetext", text);
+  const share = Math.min(1, Number(cost) / Number(limit)); // the drawing only; the text is exact
+  parts.bar.firstElementChild.style.width = `${(share * 100).toFixed(2)}%`; // CSSOM: allowed by the CSP
+}
+
 function setTime(cell, iso, otherwise) {
   if (!iso) {
     if (cell.firstElementChild || cell.textContent !== otherwise) cell.replaceChildren(otherwise);
@@ -313,9 +429,9 @@ function setTime(cell, iso, otherwise) {
   }
   const current = cell.firstElementChild;
   if (current && current.getAttribute("datetime") === iso) return;
-  const moment = new Date(iso);
+  const at = new Date(iso);
   const time = element("time", { datetime: iso, title: `${iso} (UTC)` });
-  time.append(dateOnly.format(moment), " ", element("span", { class: "clock" }, timeOnly.format(moment)));
+  time.append(dateOnly.format(at), " ", element("span", { class: "clock" }, timeOnly.format(at)));
   cell.replaceChildren(time);
 }
 
@@ -325,24 +441,36 @@ function setChf(cell, value) {
   cell.dataset.chf = value;
 }
 
+const ACTIONS = {
+  active: [["edit", "secondary", "Edit"], ["rotate", "secondary", "Rotate"], ["revoke", "danger-outline", "Revoke"]],
+  grace: [["edit", "secondary", "Edit"], ["revoke", "danger-outline", "Revoke"]], // rotated, still working
+  none: [],
+};
+
 function updateActions(parts, key) {
-  if (key.status !== "active") {
-    if (parts.mode !== "revoked") {
-      parts.actions.replaceChildren(element("span", { class: "muted", "aria-hidden": "true" }, "—"));
-      parts.mode = "revoked";
-    }
-    return;
+  const mode = key.status !== "active" ? "none" : key.rotated_to ? "grace" : "active";
+  if (parts.mode !== mode) {
+    const buttons = ACTIONS[mode].map(([action, style, text]) =>
+      element("button", { type: "button", class: `button ${style} small`, "data-action": action }, text),
+    );
+    parts.actions.replaceChildren(...buttons);
+    if (!buttons.length) parts.actions.append(element("span", { class: "muted", "aria-hidden": "true" }, "—"));
+    parts.mode = mode;
   }
-  if (parts.mode !== "active") {
-    const button = (action, style, text) =>
-      element("button", { type: "button", class: `button ${style} small`, "data-action": action }, text);
-    parts.renameButton = button("rename", "secondary", "Rename");
-    parts.revokeButton = button("revoke", "danger-outline", "Revoke");
-    parts.actions.replaceChildren(parts.renameButton, parts.revokeButton);
-    parts.mode = "active";
+  for (const button of parts.actions.querySelectorAll("button")) {
+    button.setAttribute("aria-label", `${button.textContent} ${key.name}`);
   }
-  parts.renameButton.setAttribute("aria-label", `Rename ${key.name}`);
-  parts.revokeButton.setAttribute("aria-label", `Revoke ${key.name}`);
+}
+
+/** A rotation link: the other key's row comes into view and takes focus. */
+function goTo(id) {
+  const row = rowOf(id);
+  if (!row) return;
+  const name = rows.get(row).nameText;
+  row.scrollIntoView({ block: "center", inline: "start" }); // "start": the frame keeps its columns in order
+  row.classList.add("target");
+  name.addEventListener("blur", () => row.classList.remove("target"), { once: true });
+  name.focus({ preventScroll: true });
 }
 
 function chart(key) {
@@ -386,7 +514,8 @@ function chart(key) {
 }
 
 function updateLimit() {
-  const active = state.keys.filter((key) => key.status === "active").length;
+  const active = state.keys.filter(counted).length;
+  setText($("active-count"), `${active} of ${MAX_ACTIVE_KEYS} active keys`);
   const full = active >= MAX_ACTIVE_KEYS;
   const button = $("create-open");
   $("limit-note").hidden = !full;
@@ -399,34 +528,99 @@ function updateLimit() {
   }
 }
 
+// ---------------------------------------------------------------- the fields of a key (create and edit)
+
+class FieldError extends Error {
+  constructor(message, control) {
+    super(message);
+    this.control = control;
+  }
+}
+
+const fieldsOf = (form) => ({
+  name: $(`${form}-name`),
+  expires: $(`${form}-expires`),
+  limit: $(`${form}-limit`),
+  error: $(`${form}-error`),
+});
+
+/** The expiry field as the API's RFC 3339 instant, null when empty; the field is the browser's local time. */
+function expiryFrom(field) {
+  if (!field.value) return null;
+  const at = new Date(field.value);
+  if (Number.isNaN(at.getTime())) throw new FieldError("Enter the expiry as a date and a time.", field);
+  if (at <= new Date()) throw new FieldError("The expiry must be in the future; leave it empty for none.", field);
+  return at.toISOString();
+}
+
+function limitFrom(field) {
+  const value = field.value.trim();
+  if (!value) return null;
+  if (!LIMIT_RULE.test(value) || !/[1-9]/.test(value)) {
+    throw new FieldError("Enter the monthly spend limit in CHF, greater than 0, with at most 9 decimals (e.g. 25 or 25.50).", field);
+  }
+  return value;
+}
+
+/** An instant as a datetime-local value in the browser's zone (minutes), for the edit form. */
+function localInput(iso) {
+  if (!iso) return "";
+  const at = new Date(iso);
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())}T${pad(at.getHours())}:${pad(at.getMinutes())}`;
+}
+
+function clearFieldErrors(fields) {
+  setError(fields.error, "");
+  for (const control of [fields.name, fields.expires, fields.limit]) control.removeAttribute("aria-invalid");
+}
+
+/** The form's one alert; the API names the field it refuses, so that field is marked and focused. */
+function showFieldError(fields, error) {
+  clearFieldErrors(fields);
+  let control = error.control;
+  if (!control) {
+    if (error.message.includes("monthly_spend_limit_chf")) control = fields.limit;
+    else if (error.message.includes("expires_at")) control = fields.expires;
+    else control = fields.name;
+  }
+  setError(fields.error, error.message, control);
+  control.focus();
+}
+
 // ---------------------------------------------------------------- create
 
 function openCreate() {
   if ($("create-open").getAttribute("aria-disabled") === "true") return; // the note says why
   $("create-form").hidden = false;
   $("created").hidden = true;
-  $("create-name").value = "";
-  setError($("create-error"), "", $("create-name"));
+  const fields = fieldsOf("create");
+  for (const control of [fields.name, fields.expires, fields.limit]) control.value = "";
+  clearFieldErrors(fields);
   $("create-dialog").showModal();
-  $("create-name").focus();
+  fields.name.focus();
 }
 
 async function submitCreate(event) {
   event.preventDefault();
   if (state.creating) return;
-  const input = $("create-name");
+  const fields = fieldsOf("create");
   state.creating = true;
   $("create-submit").disabled = true;
   $("create-cancel").disabled = true;
   try {
-    const created = await api("POST", `${API}create/`, { name: input.value });
-    showCreatedKey(created.key);
+    const body = { name: fields.name.value };
+    const expiresAt = expiryFrom(fields.expires);
+    const limit = limitFrom(fields.limit);
+    if (expiresAt !== null) body.expires_at = expiresAt;
+    if (limit !== null) body.monthly_spend_limit_chf = limit;
+    const created = await api("POST", `${API}create/`, body);
+    showCreatedKey(created.key, {});
     delete created.key; // the table, and everything that stays, gets the key without its secret
     changed(created);
   } catch (error) {
     if (error.status === 401) return;
-    setError($("create-error"), error.message, input);
-    input.focus();
+    showFieldError(fields, error);
     if (error.status === 409) load(); // the limit: another tab or script may have created keys
   } finally {
     state.creating = false;
@@ -435,9 +629,14 @@ async function submitCreate(event) {
   }
 }
 
-function showCreatedKey(secret) {
+/** The create dialog's shown-once view, for a created key and for the new key of a rotation. */
+function showCreatedKey(secret, { keyId = null, title, note = "" }) {
   const dialog = $("create-dialog");
   if (!dialog.open) dialog.showModal(); // closed while the answer was on its way: it must still be seen
+  state.shownFor = keyId;
+  if (title) $("create-title").textContent = title;
+  $("created-note").textContent = note;
+  $("created-note").hidden = !note;
   $("create-form").hidden = true;
   $("created").hidden = false;
   $("copy").textContent = "Copy";
@@ -467,92 +666,151 @@ function closedCreate() {
   $("created-key").value = "";
   $("created").hidden = true;
   $("create-form").hidden = false;
-  $("create-name").value = "";
+  $("create-title").textContent = "Create New Key";
+  $("created-note").textContent = "";
+  const fields = fieldsOf("create");
+  for (const control of [fields.name, fields.expires, fields.limit]) control.value = "";
+  clearFieldErrors(fields);
   $("copy").textContent = "Copy";
   $("copy-status").textContent = "";
-  setError($("create-error"), "", $("create-name"));
-  if (!$("keys").hidden) $("create-open").focus();
+  const shownFor = state.shownFor;
+  state.shownFor = null;
+  if ($("keys").hidden) return;
+  const row = shownFor && rowOf(shownFor);
+  if (row) rows.get(row).nameText.focus(); // after a rotation: the new key's row
+  else $("create-open").focus();
 }
 
-// ---------------------------------------------------------------- rename in place
+// ---------------------------------------------------------------- edit: name, expiry, spend limit
 
-function startRename(id) {
-  const row = rowOf(id);
+function openEdit(id, opener) {
   const key = keyById(id);
-  if (!row || !key || key.status !== "active") return;
-  const parts = rows.get(row);
-  if (parts.rename) {
-    parts.rename.input.focus();
+  if (!key || key.status !== "active") return;
+  state.editing = { id, opener, done: false };
+  const fields = fieldsOf("edit");
+  $("edit-title").textContent = `Edit ${key.name}`;
+  fields.name.value = key.name;
+  fields.expires.value = localInput(key.expires_at);
+  fields.limit.value = key.monthly_spend_limit_chf === null ? "" : amount(key.monthly_spend_limit_chf);
+  fields.expires.dataset.shown = fields.expires.value;
+  fields.limit.dataset.shown = fields.limit.value;
+  clearFieldErrors(fields);
+  $("edit-dialog").showModal();
+  fields.name.focus();
+  fields.name.select();
+}
+
+/** What the form changes: only fields that differ from what it showed (a shown expiry keeps its seconds). */
+function editedFields(fields, key) {
+  const body = {};
+  if (fields.name.value !== key.name) body.name = fields.name.value;
+  if (fields.expires.value !== fields.expires.dataset.shown) body.expires_at = expiryFrom(fields.expires);
+  if (fields.limit.value.trim() !== fields.limit.dataset.shown) body.monthly_spend_limit_chf = limitFrom(fields.limit);
+  return body;
+}
+
+async function submitEdit(event) {
+  event.preventDefault();
+  const editing = state.editing;
+  const button = $("edit-submit");
+  const key = editing && keyById(editing.id);
+  if (!key || button.disabled) return;
+  const fields = fieldsOf("edit");
+  button.disabled = true;
+  try {
+    const body = editedFields(fields, key);
+    if (Object.keys(body).length) changed(await api("PATCH", keyPath(editing.id, "update/"), body));
+    editing.done = true;
+    $("edit-dialog").close();
+  } catch (error) {
+    if (error.status === 401) return;
+    showFieldError(fields, error);
+    if (error.status === 404 || error.status === 409) load(); // revoked, expired or gone meanwhile
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function closedEdit() {
+  const editing = state.editing;
+  state.editing = null;
+  const fields = fieldsOf("edit");
+  for (const control of [fields.name, fields.expires, fields.limit]) control.value = "";
+  $("edit-title").textContent = "";
+  clearFieldErrors(fields);
+  if (editing) refocus(editing);
+}
+
+/** After a row's dialog: back to the button that opened it, or to the row's status if it is gone. */
+function refocus({ id, opener }) {
+  if ($("keys").hidden) return;
+  if (opener && opener.isConnected) {
+    opener.focus();
     return;
   }
-  const form = element("form", { class: "rename", novalidate: "" });
-  const inputId = `rename-${id}`;
-  const errorId = `rename-error-${id}`;
-  // A real <label>, not aria-label: the row keeps the key's name as text while it is edited.
-  const label = element("label", { for: inputId, class: "visually-hidden" }, `New name for ${key.name}`);
-  const input = element("input", { id: inputId, type: "text", autocomplete: "off", "aria-describedby": errorId });
-  input.value = key.name;
-  const error = element("p", { id: errorId, class: "field-error", role: "alert" });
-  error.hidden = true;
-  const save = element("button", { type: "submit", class: "button primary small" }, "Save");
-  const cancel = element("button", { type: "button", class: "button secondary small" }, "Cancel");
-  const buttons = element("div", { class: "rename-buttons" });
-  buttons.append(save, cancel);
-  form.append(label, input, buttons, error);
-  parts.rename = { form, input, error, save };
-  parts.name.replaceChildren(form);
-  input.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") {
-      event.preventDefault();
-      endRename(id);
-    }
-  });
-  cancel.addEventListener("click", () => endRename(id));
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    saveRename(id);
-  });
-  input.focus();
-  input.select();
-}
-
-function endRename(id) {
   const row = rowOf(id);
-  if (!row) return;
-  const parts = rows.get(row);
-  parts.rename = null;
-  parts.name.replaceChildren(parts.nameText);
-  const key = keyById(id);
-  if (key) updateRow(row, key);
-  if (parts.mode === "active") parts.renameButton.focus();
-  else focusStatus(parts);
+  if (row) focusStatus(rows.get(row));
 }
 
 /** The row's status, focused when its buttons are gone (a revoked key has none). */
 function focusStatus(parts) {
-  parts.status.tabIndex = -1;
-  parts.status.focus();
+  parts.badge.tabIndex = -1;
+  parts.badge.focus();
 }
 
-async function saveRename(id) {
-  const row = rowOf(id);
-  const editing = row && rows.get(row).rename;
-  if (!editing || editing.save.disabled) return;
-  editing.save.disabled = true;
+// ---------------------------------------------------------------- rotate
+
+function openRotate(id, opener) {
+  const key = keyById(id);
+  if (!key || !counted(key)) return;
+  state.rotating = { id, opener, done: false };
+  $("rotate-title").textContent = `Rotate ${key.name}?`;
+  const choices = $("rotate-form").elements.grace;
+  choices.value = "86400"; // the API's default: a day to put the new key in place
+  setError($("rotate-error"), "");
+  $("rotate-dialog").showModal();
+  [...choices].find((choice) => choice.checked).focus();
+}
+
+async function submitRotate(event) {
+  event.preventDefault();
+  const rotating = state.rotating;
+  const button = $("rotate-submit");
+  const key = rotating && keyById(rotating.id);
+  if (!key || button.disabled) return;
+  const grace = Number($("rotate-form").elements.grace.value);
+  button.disabled = true;
   try {
-    const key = await api("PATCH", keyPath(id, "update/"), { name: editing.input.value });
-    rows.get(row).rename = null;
-    changed(key);
-    endRename(id);
+    const rotated = await api("POST", keyPath(rotating.id, "rotate/"), { grace_period_seconds: grace });
+    const secret = rotated.key;
+    delete rotated.key; // as on create: the secret stays in the dialog only
+    rotating.done = true;
+    $("rotate-dialog").close();
+    showCreatedKey(secret, { keyId: rotated.id, title: `New key for ${key.name}`, note: rotationNote(grace) });
+    changed(rotated);
   } catch (error) {
     if (error.status === 401) return;
-    setError(editing.error, error.message, editing.input);
-    editing.input.focus();
-    if (error.status === 404 || error.status === 409) load(); // revoked or gone meanwhile: show it
+    setError($("rotate-error"), error.message);
+    if (error.status === 409) load(); // rotated, revoked or expired meanwhile
   } finally {
-    editing.save.disabled = false;
+    button.disabled = false;
   }
 }
+
+function rotationNote(grace) {
+  if (grace === 0) return "The old key is revoked: requests with it are refused from now on.";
+  const until = new Date(Date.now() + grace * 1000);
+  return `The old key keeps working until ${dateOnly.format(until)} ${timeOnly.format(until)}, then expires. Put the new key in its place before then.`;
+}
+
+function closedRotate() {
+  const rotating = state.rotating;
+  state.rotating = null;
+  $("rotate-title").textContent = "";
+  setError($("rotate-error"), "");
+  if (rotating && !rotating.done) refocus(rotating); // when done, the new key's dialog has the focus
+}
+
 
 // ---------------------------------------------------------------- revoke
 
@@ -561,6 +819,7 @@ function openRevoke(id, opener) {
   if (!key || key.status !== "active") return;
   state.revoking = { id, opener, done: false };
   $("revoke-title").textContent = `Revoke ${key.name}?`;
+  $("revoke-rotated").hidden = key.rotated_to === null;
   setError($("revoke-error"), "");
   $("revoke-dialog").showModal();
   $("revoke-cancel").focus(); // the safe choice is the default one
@@ -633,16 +892,30 @@ function start() {
   });
   $("create-dialog").addEventListener("close", closedCreate);
 
+  $("edit-form").addEventListener("submit", submitEdit);
+  $("edit-cancel").addEventListener("click", () => $("edit-dialog").close());
+  $("edit-dialog").addEventListener("close", closedEdit);
+  $("rotate-form").addEventListener("submit", submitRotate);
+  $("rotate-cancel").addEventListener("click", () => $("rotate-dialog").close());
+  $("rotate-dialog").addEventListener("cancel", (event) => {
+    if ($("rotate-submit").disabled) event.preventDefault(); // the answer may hold a key that must be shown
+  });
+  $("rotate-dialog").addEventListener("close", closedRotate);
+
   $("revoke-confirm").addEventListener("click", confirmRevoke);
   $("revoke-cancel").addEventListener("click", () => $("revoke-dialog").close());
   $("revoke-dialog").addEventListener("close", closedRevoke);
 
+  const opens = { edit: openEdit, rotate: openRotate, revoke: openRevoke };
   $("keys-body").addEventListener("click", (event) => {
+    const link = event.target.closest("a[data-goto]");
+    if (link) {
+      event.preventDefault(); // the fragment stays clean: it is where a token arrives
+      goTo(link.dataset.goto);
+      return;
+    }
     const button = event.target.closest("button[data-action]");
-    if (!button) return;
-    const id = button.closest("tr").dataset.keyId;
-    if (button.dataset.action === "rename") startRename(id);
-    else if (button.dataset.action === "revoke") openRevoke(id, button);
+    if (button) opens[button.dataset.action](button.closest("tr").dataset.keyId, button);
   });
 
   document.addEventListener("visibilitychange", () => {

@@ -1,7 +1,18 @@
 """The routes of the API, one module per resource."""
 
-from service.http.routes import audit, dashboard, keys, metrics, ops, subscriptions, usage, verify
+from service.http.routes import (
+    audit,
+    dashboard,
+    keys,
+    metrics,
+    ops,
+    secret_scanning,
+    subscriptions,
+    usage,
+    verify,
+)
 
 ROUTES = tuple(
-    module.routes for module in (keys, verify, usage, subscriptions, audit, ops, metrics, dashboard)
+    module.routes
+    for module in (keys, verify, usage, subscriptions, audit, ops, metrics, dashboard, secret_scanning)
 )

@@ -4,7 +4,7 @@ import hmac
 
 from aiohttp import web
 
-from events.account import ACCOUNT_ID_RULE, is_account_id
+from events.rules import ACCOUNT_ID_RULE, is_account_id
 from service.app import audit
 from service.http import params
 from service.http.appkeys import POOL, SETTINGS, TOKENS

@@ -2,13 +2,12 @@
 
 import re
 import uuid
-from typing import Annotated
 
 import msgspec
 from aiohttp import web
 
 from events import apikey
-from events.account import Command, CreateKey, RenameKey, RevokeKey
+from events.account import Command, CreateKey, RevokeKey, RotateKey, UpdateKey
 from events.errors import KeyNotFound
 from events.log import account_stream
 from events.model import account_event_decoder, public_fields
@@ -19,6 +18,7 @@ from service.http.appkeys import KEY_CACHE, POOL, TOKENS
 from service.http.auth import Principal, bearer_token
 from service.http.bodies import read_json
 from service.http.key_objects import key_object, key_objects, one_key_object
+from service.http.requests import CreateKeyBody, RotateKeyBody, UpdateKeyBody
 from service.http.responses import CreatedKey, KeyEvent, KeyHistory, KeyList, KeyObject, json_response
 from service.store import eventstore
 
@@ -27,16 +27,6 @@ BASE = "/api/v1/accounts/user/api-keys"
 # `create/` is the create action, never a key id: so GET on it answers 405 (Allow: POST), not 404.
 KEY = BASE + "/{key_id:(?!create/)[^/]+}"
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
-
-
-class KeyName(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[
-        str,
-        msgspec.Meta(
-            description="1 to 100 characters after trimming; no control or bidi control characters",
-            examples=["Production backend"],
-        ),
-    ]
 
 
 def key_id_of(request: web.Request) -> str:
@@ -72,15 +62,24 @@ async def _apply(request: web.Request, principal: Principal, command: Command, k
 @routes.post(f"{BASE}/create/")
 async def create_key(request: web.Request) -> web.Response:
     principal = user(request)
-    body = await read_json(request, KeyName)
+    body = await read_json(request, CreateKeyBody)
     secret = apikey.generate()
     command = CreateKey(
         key_id=apikey.new_key_id(),
         name=body.name,
         key_digest=apikey.digest(secret),
         last4=apikey.last4(secret),
+        expires_at=body.expires_at,
+        monthly_spend_limit_chf=body.monthly_spend_limit_chf,
     )
-    created = await _apply(request, principal, command, command.key_id)
+    return await _created(request, principal, command, command.key_id, secret)
+
+
+async def _created(
+    request: web.Request, principal: Principal, command: Command, key_id: str, secret: str
+) -> web.Response:
+    """The new key's object with the full key: the one answer that ever holds it."""
+    created = await _apply(request, principal, command, key_id)
     return json_response(CreatedKey(**msgspec.structs.asdict(created), key=secret), status=201)
 
 
@@ -94,7 +93,7 @@ async def list_keys(request: web.Request) -> web.Response:
             keys = await key_objects(connection, rows)
         else:
             past = await time_travel.keys_as_of(connection, principal.account_id, as_of)
-            keys = [key_object(row, past.usage.get(row["key_id"]), past.days) for row in past.rows]
+            keys = [key_object(row, past.usage.get(row["key_id"]), past.days, as_of) for row in past.rows]
     return json_response(KeyList(keys))
 
 
@@ -105,11 +104,27 @@ async def view_key(request: web.Request) -> web.Response:
 
 
 @routes.patch(KEY + "/update/")
-async def rename_key(request: web.Request) -> web.Response:
+async def update_key(request: web.Request) -> web.Response:
     principal = user(request)
-    body = await read_json(request, KeyName)
+    body = await read_json(request, UpdateKeyBody)
     key_id = key_id_of(request)
-    return json_response(await _apply(request, principal, RenameKey(key_id, body.name), key_id))
+    command = UpdateKey(key_id, body.name, body.expires_at, body.monthly_spend_limit_chf)
+    return json_response(await _apply(request, principal, command, key_id))
+
+
+@routes.post(KEY + "/rotate/")
+async def rotate_key(request: web.Request) -> web.Response:
+    principal = user(request)
+    body = await read_json(request, RotateKeyBody) if request.can_read_body else RotateKeyBody()
+    key_id, secret = key_id_of(request), apikey.generate()
+    command = RotateKey(
+        key_id=key_id,
+        new_key_id=apikey.new_key_id(),
+        key_digest=apikey.digest(secret),
+        last4=apikey.last4(secret),
+        grace_period_seconds=body.grace_period_seconds,
+    )
+    return await _created(request, principal, command, command.new_key_id, secret)
 
 
 @routes.post(KEY + "/revoke/")

@@ -5,7 +5,8 @@ from typing import Annotated, Literal
 import msgspec
 from aiohttp import web
 
-from events.account import ACCOUNT_ID_RULE, SetSubscription, is_account_id
+from events.account import SetSubscription
+from events.rules import ACCOUNT_ID_RULE, is_account_id
 from service.app import commands
 from service.http.appkeys import KEY_CACHE, POOL, SETTINGS
 from service.http.auth import check_service_token

@@ -1,12 +1,16 @@
 """Key verification: what the gateway asks on every request (nginx auth_request, ForwardAuth)."""
 
 import hashlib
+import time
+from decimal import Decimal
 
 from aiohttp import web
 
 from events import apikey
+from events.usage import display_chf
 from projections import accounts
 from service.app.keycache import KeyEntry
+from service.app.spend import month_of
 from service.http.appkeys import KEY_CACHE, POOL
 from service.http.auth import bearer_token
 from service.http.errors import ApiError
@@ -16,39 +20,61 @@ from service.metrics import VERIFICATIONS
 routes = web.RouteTableDef()
 
 INVALID_KEY = ApiError(403, "forbidden", "Invalid or revoked API key")
+EXPIRED_KEY = ApiError(403, "key_expired", "This API key has expired; create a new one or rotate it in time")
 NO_SUBSCRIPTION = ApiError(
     402, "subscription_required", "Active subscription required to access this service"
 )
 
 
-async def _from_database(request: web.Request, digest: bytes) -> tuple[KeyEntry | None, bool]:
+def _spend_limit_reached(limit: Decimal) -> ApiError:
+    return ApiError(
+        402,
+        "spend_limit_reached",
+        f"Monthly spend limit of CHF {display_chf(limit)} reached for this API key; it can be raised "
+        "in the key's settings, and it resets at the start of the next UTC month",
+    )
+
+
+async def _from_database(
+    request: web.Request, digest: bytes, now: float
+) -> tuple[KeyEntry | None, bool, bool]:
+    """(key, subscribed, over its limit) as the projections hold them."""
     async with request.app[POOL].acquire() as connection:
-        row = await accounts.active_key(connection, digest)
+        row = await accounts.active_key(connection, digest, month_of(now))
     if row is None:
-        return None, False
-    return KeyEntry(row["key_id"], row["account_id"]), row["subscribed"]
+        return None, False, False
+    entry = KeyEntry.of(row)
+    return entry, row["subscribed"], entry.limit is not None and row["month_cost_chf"] >= entry.limit
 
 
 @routes.route("GET", "/api/v1/auth/verify")
 @routes.route("POST", "/api/v1/auth/verify")
 async def verify(request: web.Request) -> web.Response:
+    """In the order of SPEC: unknown or revoked, expired, unsubscribed, over the spend limit."""
     key = bearer_token(request, "the API key (sk-…)")
     if not apikey.is_well_formed(key):
         VERIFICATIONS.labels("malformed", "checksum").inc()
         raise INVALID_KEY
     digest = hashlib.sha256(key.encode()).digest()
-    cache = request.app[KEY_CACHE]
+    cache, now = request.app[KEY_CACHE], time.time()
     if cache.fresh:
         source, entry = "cache", cache.key(digest)
         subscribed = entry is not None and cache.subscribed(entry.account_id)
+        over_limit = entry is not None and cache.over_limit(entry, now)
     else:  # the cache cannot prove it is fresh: ask the database, fail closed if it cannot answer
-        source, (entry, subscribed) = "database", await _from_database(request, digest)
+        source, (entry, subscribed, over_limit) = "database", await _from_database(request, digest, now)
     if entry is None:
         VERIFICATIONS.labels("invalid", source).inc()
         raise INVALID_KEY
+    if entry.expired(now):
+        VERIFICATIONS.labels("expired", source).inc()
+        raise EXPIRED_KEY
     if not subscribed:
         VERIFICATIONS.labels("unsubscribed", source).inc()
         raise NO_SUBSCRIPTION
+    if over_limit:
+        VERIFICATIONS.labels("over_limit", source).inc()
+        raise _spend_limit_reached(entry.limit)
     VERIFICATIONS.labels("valid", source).inc()
     return json_response(
         Verified(valid=True, key_id=entry.key_id, account_id=entry.account_id),
