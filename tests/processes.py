@@ -261,10 +261,11 @@ def wait_until_ready(base_url: str, process: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def running_service(server_url: str, template: str, *arguments: str) -> Iterator[str]:
-    """`keyledger serve` on a fresh database; yields its base URL, stops it with SIGTERM."""
+def running_service(server_url: str, template: str, *arguments: str, **environment: str) -> Iterator[str]:
+    """`keyledger serve` on a fresh database (`environment` added to its own); yields its base URL,
+    stops it with SIGTERM."""
     with fresh_database(server_url, template) as database_url:
-        service = Service(database_url, free_port(), None, *arguments)
+        service = Service(database_url, free_port(), None, *arguments, **environment)
         try:
             wait_until_ready(service.base_url, service.process)
             yield service.base_url

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from tests.helpers import SERVICE_TOKEN, token_for
+from tests.helpers import SECRET_SCANNING, SERVICE_TOKEN, GitHubSigner, leak_report, token_for
 from tests.processes import activate_subscription, running_service
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -31,8 +31,15 @@ ZONE = "Europe/Zurich"  # the browser's zone: the expiry field is local time, th
 
 
 @pytest.fixture(scope="module")
-def service(server_url, template_database):
-    with running_service(server_url, template_database) as base_url:
+def github():
+    """A P-256 key pair made here, as GitHub holds one, to sign secret-scanning reports."""
+    return GitHubSigner()
+
+
+@pytest.fixture(scope="module")
+def service(server_url, template_database, github):
+    keys = {"KEYLEDGER_SECRET_SCANNING_KEYS": github.keys_document()}
+    with running_service(server_url, template_database, **keys) as base_url:
         yield base_url
 
 
@@ -341,6 +348,27 @@ def test_rotate_now_revokes_the_old_key(page, service, account):
     expect(old_row.get_by_role("button")).to_have_count(0)
     assert verify_status(service, old["key"]) == 403 and verify_status(service, secret) == 200
     expect(page.get_by_text("1 of 5 active keys")).to_be_visible()
+
+
+def test_a_key_github_found_in_public_is_explained_with_where_it_was_found(page, service, account, github):
+    activate_subscription(service, account)
+    leaked = create_over_api(service, account, "Laptop script")
+    page.reload()
+    where = "https://github.com/octo/demo/blob/abc123/config.py"
+    body = leak_report(leaked["key"], url=where)
+    reported = requests.post(
+        f"{service}{SECRET_SCANNING}",
+        data=body,
+        headers={**github.headers(body), "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert reported.status_code == 200 and reported.json()[0]["label"] == "true_positive", reported.text
+    row = key_row(page, leaked["id"])
+    expect(row.locator(".badge")).to_have_text("Revoked", timeout=15_000)  # the page's 10 s refresh
+    expect(row).to_contain_text("Revoked automatically: found in public")
+    expect(row).to_contain_text(where)
+    expect(row.get_by_role("link", name=where)).to_have_count(0)  # text, never a link to click
+    assert verify_status(service, leaked["key"]) == 403
 
 
 def test_month_to_date_against_a_small_limit_as_a_bar(page, service, account):
