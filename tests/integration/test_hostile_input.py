@@ -49,7 +49,10 @@ from tests.helpers import (
     usage_event,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.server_independent,
+]  # HTTP parsing and our code: CI's second pass leaves it out
 
 OWNER = "acct_hostile"
 FRESH = "acct_hostile_fresh"  # the prefix of accounts without a subscription
