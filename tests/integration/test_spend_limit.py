@@ -125,7 +125,7 @@ async def test_an_expired_or_unsubscribed_key_is_refused_for_that_first(client):
 
 
 async def test_the_database_answers_the_same_when_the_key_cache_cannot_prove_it_is_fresh(
-    client, admin, server_url, database_url
+    client, admin, server_url
 ):
     await activate(client, OWNER)
     key = await limited_key(client, "0.0001")
@@ -135,7 +135,7 @@ async def test_the_database_answers_the_same_when_the_key_cache_cannot_prove_it_
     before = REGISTRY.get_sample_value("keyledger_verifications_total", from_database) or 0
     # The listener is cut off and cannot come back while new connections are refused; the pool's
     # open connections still answer, so verification asks the database.
-    async with connections_refused(server_url, database_url.rsplit("/", 1)[1]):
+    async with connections_refused(server_url, await admin.fetchval("SELECT current_database()")):
         await admin.execute(
             """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
                WHERE datname = current_database() AND application_name = $1""",
