@@ -6,6 +6,7 @@ import itertools
 import secrets
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import aiohttp
 import asyncpg
@@ -85,17 +86,25 @@ async def ingest_rate(port: int, connection: asyncpg.Connection, batches: list[b
 
 
 async def copy_rate(connection: asyncpg.Connection, events: list[dict], keys: dict[str, str]) -> float:
-    """Rows/s of one copy_records_to_table of the same rows into the unindexed table raw_events."""
+    """Rows/s of one copy_records_to_table of the same rows, as the log stores them (typed usage columns,
+    migration 008), into the unindexed table raw_events."""
     now = datetime.now(UTC)
     records = [
-        (n, f"usage-{e['key_id']}", None, keys[e["key_id"]], "UsageRecorded", msgspec.json.encode(e).decode(),
-         '{"actor": "gateway"}', now, e["request_id"], secrets.token_bytes(32))
+        (n, now, datetime.fromisoformat(e["occurred_at"]), e["units"], keys[e["key_id"]], "UsageRecorded",
+         e["key_id"], e["request_id"], secrets.token_bytes(32), Decimal(e["cost_chf"]), e["endpoint"],
+         e["model"], '{"actor": "gateway", "client": "127.0.0.1"}')
         for n, e in enumerate(events, start=1)
     ]  # fmt: skip
     await connection.execute("TRUNCATE raw_events")
     started = time.monotonic()
-    await connection.copy_records_to_table("raw_events", records=records)
+    await connection.copy_records_to_table("raw_events", records=records, columns=COPIED)
     return len(records) / (time.monotonic() - started)
+
+
+COPIED = (
+    "position", "recorded_at", "occurred_at", "units", "account_id", "type", "key_id", "idempotency_key",
+    "hash", "cost_chf", "endpoint", "model", "metadata",
+)  # fmt: skip
 
 
 async def run(context: Context) -> list[Figure]:

@@ -1,4 +1,4 @@
-"""Projection lag while ingesting at half the maximum ingest rate: for each batch, the time from its 202
+"""Projection lag while ingesting at 80% of the maximum ingest rate: for each batch, the time from its 202
 until the usage projector's checkpoint covers the batch's last event."""
 
 import asyncio
@@ -12,6 +12,7 @@ from bench.harness import SERVICE_TOKEN, Context, Figure, service
 from bench.ingest import bodies, create_keys, ingest_rate, usage_events
 
 BATCH = 1_000
+SHARE = 0.8  # of the maximum end-to-end ingest rate measured in the same run
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -74,17 +75,17 @@ async def run(context: Context) -> list[Figure]:
             maximum = await ingest_rate(port, connection, bodies(usage_events(keys, probe), BATCH), probe)
         finally:
             await connection.close()
-        runs = [await lags(port, url, keys, maximum / 2, seconds) for _ in range(context.repeats)]
+        runs = [await lags(port, url, keys, maximum * SHARE, seconds) for _ in range(context.repeats)]
     p50s, p99s = [percentile(r, 0.50) for r in runs], [percentile(r, 0.99) for r in runs]
     p99 = statistics.median(p99s)
     note = (
-        f"batches of {BATCH:,} sent at a fixed pace of {maximum / 2:,.0f} events/s (half the end-to-end "
-        f"maximum of {maximum:,.0f} measured just before), {seconds} s a run; lag from the 202 until "
+        f"batches of {BATCH:,} sent at a fixed pace of {maximum * SHARE:,.0f} events/s ({SHARE:.0%} of the "
+        f"end-to-end maximum of {maximum:,.0f} measured just before), {seconds} s a run; lag from the 202 until "
         "projector_checkpoints covers the batch's last event (polled every 5 ms)"
     )
     return [
-        Figure("lag", f"projection lag p50 at {maximum / 2:,.0f} events/s", statistics.median(p50s), "ms",
+        Figure("lag", f"projection lag p50 at {maximum * SHARE:,.0f} events/s", statistics.median(p50s), "ms",
                runs=p50s, note=note),
-        Figure("lag", f"projection lag p99 at {maximum / 2:,.0f} events/s", p99, "ms", goal="≤ 1 s",
-               met=p99 <= 1000, runs=p99s, note=note),
+        Figure("lag", f"projection lag p99 at {maximum * SHARE:,.0f} events/s", p99, "ms",
+               goal="≤ 100 ms at 80% of the maximum ingest rate", met=p99 <= 100, runs=p99s, note=note),
     ]  # fmt: skip

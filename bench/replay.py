@@ -1,5 +1,6 @@
 """Replay: events/s of `projections.replay.replay` rebuilding every projection from a mixed log, against
-a plain `SELECT position, data FROM events ORDER BY position` of the same rows."""
+a plain ordered SELECT of the same rows' columns that the replay reads (usage as typed columns, migration
+008; the JSON of the others)."""
 
 import asyncio
 import time
@@ -80,12 +81,15 @@ async def replay_rate(url: str, events: int) -> float:
 
 
 async def select_rate(url: str) -> float:
-    """Rows/s of the plain SELECT in position order, streamed through a server-side cursor."""
+    """Rows/s of the plain SELECT in position order, streamed through a server-side cursor: every column
+    the replay reads (the typed usage columns, the JSON of lifecycle events)."""
     connection = await asyncpg.connect(url)
     try:
         started, rows = time.monotonic(), 0
         async with connection.transaction():
-            cursor = await connection.cursor("SELECT position, data FROM events ORDER BY position")
+            cursor = await connection.cursor(
+                "SELECT position, account_id, type, key_id, occurred_at, cost_chf, data FROM events ORDER BY position"
+            )
             while page := await cursor.fetch(50_000):
                 rows += len(page)
         return rows / (time.monotonic() - started)
@@ -104,7 +108,7 @@ async def run(context: Context) -> list[Figure]:
         await connection.close()
         rate, runs = await median_of(context.repeats, lambda: replay_rate(url, events))
         select, _ = await median_of(context.repeats, lambda: select_rate(url))
-        storage = await storage_per_million(url, events)
+        storage = await storage_per_event(url, events)
     note = (
         f"{events:,} events ({usage_events:,} UsageRecorded over 30 days, the rest lifecycle of {accounts} "
         f"accounts), written in {written:.0f} s (not measured); replay = rebuild in the shadow schema "
@@ -112,31 +116,37 @@ async def run(context: Context) -> list[Figure]:
     )
     return [
         Figure("replay", f"events/s rebuilding all projections from {events:,} events", rate, "events/s",
-               "plain SELECT position, data in position order", select, "≥ 300,000 events/s",
-               rate >= 300_000, runs, note),
+               "plain ordered SELECT of the columns the replay reads", select,
+               "≥ 0.75 x the plain SELECT and ≥ 500,000 events/s", rate >= 0.75 * select and rate >= 500_000,
+               runs, note),
         *storage,
     ]  # fmt: skip
 
 
-async def storage_per_million(url: str, events: int) -> list[Figure]:
-    """Bytes on disk per 1,000,000 events of this (usage-dominated) log, measured, not estimated."""
+async def storage_per_event(url: str, events: int) -> list[Figure]:
+    """Bytes on disk per event of this (usage-dominated) log, measured, not estimated."""
     connection = await asyncpg.connect(url)
     try:
         await connection.execute("VACUUM ANALYZE events")
         table, indexes, projections = await connection.fetchrow(
             """SELECT pg_table_size('events'), pg_indexes_size('events'),
-                      pg_total_relation_size('key_usage_daily') + pg_total_relation_size('key_usage_totals')"""
+                      pg_total_relation_size('key_usage_daily') + pg_total_relation_size('key_usage_totals')
+                      + pg_total_relation_size('key_usage_monthly')"""
         )
     finally:
         await connection.close()
-    per_million = 1_000_000 / events / 1024**2
+    total = (table + indexes) / events
     return [
-        Figure("storage", "events table (heap + TOAST) per 1,000,000 events", table * per_million, "MB"),
-        Figure("storage", "events indexes per 1,000,000 events", indexes * per_million, "MB"),
+        Figure("storage", "events table (heap + TOAST) per event", table / events, "B"),
+        Figure("storage", "events indexes per event", indexes / events, "B"),
         Figure(
             "storage",
-            "usage projections per 1,000,000 events (30 days, 100 accounts)",
-            projections * per_million,
-            "MB",
+            "events table and indexes per event",
+            total,
+            "B",
+            goal="≤ 250 B",
+            met=total <= 250,
+            note=f"{events:,} events, 1,000,000 of them UsageRecorded",
         ),
+        Figure("storage", "usage projections per event (30 days, 100 accounts)", projections / events, "B"),
     ]

@@ -44,6 +44,27 @@ def link(previous: bytes, record: dict) -> bytes:
     return hashlib.sha256(previous + canonical(record)).digest()
 
 
+# Where position and recorded_at sit in the canonical form (the keys are sorted, and a quote inside a
+# string is always escaped, so this text occurs exactly once).
+_DRAWN = b'"position":0,"recorded_at":""'
+
+
+def canonical_around_drawn(record: dict) -> tuple[bytes, bytes]:
+    """canonical(record) before and after its position and recorded_at, which an append only learns
+    under its lock: the bulk of the encoding happens before it."""
+    before, _, after = canonical({**record, "position": 0, "recorded_at": ""}).partition(_DRAWN)
+    return before + b'"position":', after
+
+
+def link_drawn(previous: bytes, around: tuple[bytes, bytes], position: int, recorded_at: bytes) -> bytes:
+    """link(previous, record) from canonical_around_drawn(record) and the drawn values (recorded_at as
+    timestamp_text gives it, encoded)."""
+    before, after = around
+    return hashlib.sha256(
+        b"".join((previous, before, str(position).encode(), b',"recorded_at":"', recorded_at, b'"', after))
+    ).digest()
+
+
 @dataclass(frozen=True)
 class Break:
     position: int

@@ -41,7 +41,7 @@ Progress = Callable[[int, int], None]  # (events replayed, events in the log)
 
 _LIFECYCLE_EVENTS = """
     SELECT position, stream_id, version, account_id, type,
-           convert_to(data::text, 'UTF8') AS data, convert_to(metadata::text, 'UTF8') AS metadata, recorded_at
+           convert_to(data::text, 'UTF8') AS data, convert_to(coalesce(metadata, '{}')::text, 'UTF8') AS metadata, recorded_at
     FROM public.events
     WHERE position > $1 AND position <= $2 AND type = ANY ($3::text[])
     ORDER BY position LIMIT $4"""

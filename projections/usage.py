@@ -15,29 +15,65 @@ LAST_POSITION = 2**63 - 1
 WINDOW_DAYS = 30
 # The one definition of a usage event's bucket: the UTC day of the request (not of its recording).
 _UTC_DAY = "(occurred_at AT TIME ZONE 'UTC')::date"
-# The fields of a UsageRecorded event, typed, for the statements below to group.
+# The fields of a UsageRecorded event: its columns (migration 008), or its JSON where it kept it.
 _USAGE_FIELDS = """
     position,
     account_id,
-    data->>'key_id'                     AS key_id,
-    (data->>'occurred_at')::timestamptz AS occurred_at,
-    (data->>'cost_chf')::numeric        AS cost_chf"""
+    coalesce(key_id, data->>'key_id')                          AS key_id,
+    coalesce(occurred_at, (data->>'occurred_at')::timestamptz) AS occurred_at,
+    coalesce(cost_chf, (data->>'cost_chf')::numeric)           AS cost_chf"""
 
-_USAGE_IN_RANGE = f"""
-    usage AS (
-        SELECT {_USAGE_FIELDS}
-        FROM events
-        WHERE position > $1 AND position <= $2 AND type = 'UsageRecorded')
-"""
 # Per key and UTC day, from the log alone (time travel): what the projections held at that moment.
+# Typed rows through events_usage_account, the rest (usage kept as JSON) through events_account_position.
 _USAGE_RECORDED_UP_TO = f"""
     WITH usage AS (
-        SELECT {_USAGE_FIELDS}
-        FROM events
-        WHERE account_id = $1 AND type = 'UsageRecorded' AND recorded_at <= $2)
+        SELECT {_USAGE_FIELDS} FROM events
+        WHERE account_id = $1 AND key_id IS NOT NULL AND recorded_at <= $2
+        UNION ALL
+        SELECT {_USAGE_FIELDS} FROM events
+        WHERE account_id = $1 AND key_id IS NULL AND type = 'UsageRecorded' AND recorded_at <= $2)
     SELECT key_id, {_UTC_DAY} AS day, count(*) AS requests, sum(cost_chf) AS cost_chf,
            max(occurred_at) AS last_used_at
     FROM usage GROUP BY 1, 2"""
+
+# One statement, one pass over the batch: its usage grouped per key and UTC day once, which the three
+# upserts and the checkpoint read. All parts see one snapshot, and run in the caller's transaction.
+_PROJECT = f"""
+    WITH batch AS MATERIALIZED (
+        SELECT position, type, key_id, account_id, occurred_at, cost_chf, data FROM events
+        WHERE position > $1 AND position <= $3 ORDER BY position LIMIT $2),
+    usage AS (
+        SELECT {_USAGE_FIELDS} FROM batch WHERE key_id IS NOT NULL OR type = 'UsageRecorded'),
+    grouped AS MATERIALIZED (
+        SELECT key_id, {_UTC_DAY} AS day, min(account_id) AS account_id, count(*) AS requests,
+               sum(cost_chf) AS cost_chf, max(occurred_at) AS last_used_at, max(position) AS last_position
+        FROM usage GROUP BY 1, 2),
+    totals AS (
+        INSERT INTO key_usage_totals AS total (key_id, account_id, requests, cost_chf, last_used_at)
+        SELECT key_id, min(account_id), sum(requests), sum(cost_chf), max(last_used_at) FROM grouped GROUP BY key_id
+        ON CONFLICT (key_id) DO UPDATE SET
+            requests     = total.requests + excluded.requests,
+            cost_chf     = total.cost_chf + excluded.cost_chf,
+            last_used_at = greatest(total.last_used_at, excluded.last_used_at)),
+    days AS (
+        INSERT INTO key_usage_daily AS daily (key_id, day, account_id, requests, cost_chf)
+        SELECT key_id, day, account_id, requests, cost_chf FROM grouped
+        ON CONFLICT (key_id, day) DO UPDATE SET
+            requests = daily.requests + excluded.requests,
+            cost_chf = daily.cost_chf + excluded.cost_chf),
+    months AS (
+        INSERT INTO key_usage_monthly AS monthly (key_id, month, account_id, requests, cost_chf, last_position)
+        SELECT key_id, date_trunc('month', day)::date, min(account_id), sum(requests), sum(cost_chf),
+               max(last_position)
+        FROM grouped GROUP BY 1, 2
+        ON CONFLICT (key_id, month) DO UPDATE SET
+            requests      = monthly.requests + excluded.requests,
+            cost_chf      = monthly.cost_chf + excluded.cost_chf,
+            last_position = greatest(monthly.last_position, excluded.last_position)),
+    moved AS (
+        UPDATE projector_checkpoints SET position = (SELECT max(position) FROM batch)
+        WHERE projector = $4 AND EXISTS (SELECT FROM batch))
+    SELECT count(*) FROM batch"""
 
 
 async def project_batch(connection: asyncpg.Connection, limit: int = 50_000, up_to: int | None = None) -> int:
@@ -55,55 +91,9 @@ async def project_batch(connection: asyncpg.Connection, limit: int = 50_000, up_
     start = await connection.fetchval(
         "SELECT position FROM projector_checkpoints WHERE projector = $1 FOR UPDATE", PROJECTOR
     )
-    end, count = await connection.fetchrow(
-        """SELECT max(position), count(*) FROM (
-               SELECT position FROM events WHERE position > $1 AND position <= $3
-               ORDER BY position LIMIT $2) AS batch""",
-        start,
-        limit,
-        LAST_POSITION if up_to is None else up_to,
+    return await connection.fetchval(
+        _PROJECT, start, limit, LAST_POSITION if up_to is None else up_to, PROJECTOR
     )
-    if not count:
-        return 0
-    await connection.execute(
-        f"""WITH {_USAGE_IN_RANGE}
-            INSERT INTO key_usage_totals AS total (key_id, account_id, requests, cost_chf, last_used_at)
-            SELECT key_id, min(account_id), count(*), sum(cost_chf), max(occurred_at) FROM usage GROUP BY key_id
-            ON CONFLICT (key_id) DO UPDATE SET
-                requests     = total.requests + excluded.requests,
-                cost_chf     = total.cost_chf + excluded.cost_chf,
-                last_used_at = greatest(total.last_used_at, excluded.last_used_at)""",
-        start,
-        end,
-    )
-    await connection.execute(
-        f"""WITH {_USAGE_IN_RANGE}
-            INSERT INTO key_usage_daily AS daily (key_id, day, account_id, requests, cost_chf)
-            SELECT key_id, {_UTC_DAY}, min(account_id), count(*), sum(cost_chf)
-            FROM usage GROUP BY 1, 2
-            ON CONFLICT (key_id, day) DO UPDATE SET
-                requests = daily.requests + excluded.requests,
-                cost_chf = daily.cost_chf + excluded.cost_chf""",
-        start,
-        end,
-    )
-    await connection.execute(
-        f"""WITH {_USAGE_IN_RANGE}
-            INSERT INTO key_usage_monthly AS monthly (key_id, month, account_id, requests, cost_chf, last_position)
-            SELECT key_id, date_trunc('month', {_UTC_DAY})::date, min(account_id), count(*), sum(cost_chf),
-                   max(position)
-            FROM usage GROUP BY 1, 2
-            ON CONFLICT (key_id, month) DO UPDATE SET
-                requests      = monthly.requests + excluded.requests,
-                cost_chf      = monthly.cost_chf + excluded.cost_chf,
-                last_position = greatest(monthly.last_position, excluded.last_position)""",
-        start,
-        end,
-    )
-    await connection.execute(
-        "UPDATE projector_checkpoints SET position = $2 WHERE projector = $1", PROJECTOR, end
-    )
-    return count
 
 
 async def checkpoint(connection: asyncpg.Connection) -> int:

@@ -15,6 +15,7 @@ import msgspec
 from events import chain
 from events.log import APPEND_LOCK, LIFECYCLE_CHANNEL, USAGE_CHANNEL, StoredEvent, usage_stream
 from events.model import Event, UsageRecorded, event_encoder, event_type
+from service.store import usage_rows
 
 
 class WrongExpectedVersion(Exception):
@@ -23,7 +24,13 @@ class WrongExpectedVersion(Exception):
         self.stream_id, self.expected, self.actual = stream_id, expected, actual
 
 
+# Read through the view event_log (migration 008): typed usage rows come back as the JSON they were
+# hashed with.
 _COLUMNS = "position, stream_id, version, account_id, type, data, metadata, recorded_at"
+
+
+# Lifecycle rows are stored as they read, but for metadata {} (NULL).
+_RETURNED = _COLUMNS.replace("metadata", "coalesce(metadata, '{}')")
 
 
 def _stored(row: asyncpg.Record) -> StoredEvent:
@@ -52,7 +59,8 @@ _INSERT = """
     INSERT INTO events (position, stream_id, version, account_id, type, data, metadata,
                         recorded_at, idempotency_key, hash)
     OVERRIDING SYSTEM VALUE
-    SELECT t.position, t.stream_id, t.version, t.account_id, t.type, t.data, $6, $7, t.key, t.hash
+    SELECT t.position, t.stream_id, t.version, t.account_id, t.type, t.data, nullif($6::jsonb, '{}'), $7,
+           t.key, t.hash
     FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $8::jsonb[],
                 $9::text[], $10::bytea[])
          AS t(position, stream_id, version, account_id, type, data, key, hash)
@@ -65,20 +73,15 @@ async def _insert(
     """Insert with positions, times and chained hashes drawn here; the caller holds APPEND_LOCK, so
     everything here is serial: keep it short."""
     # Under APPEND_LOCK both the positions and the database clock advance in log order.
-    drawn = await connection.fetch(
-        """SELECT nextval('events_position_seq') AS position, clock_timestamp() AS now,
-                  (SELECT hash FROM events ORDER BY position DESC LIMIT 1) AS head
-           FROM generate_series(1, $1)""",
-        len(new),
-    )
-    head, recorded_at = drawn[0]["head"] or chain.GENESIS, drawn[0]["now"]
+    first, recorded_at, head = await usage_rows.draw(connection, len(new))
+    positions = list(range(first, first + len(new)))
     meta_json = msgspec.json.encode(metadata)
     shared = {"metadata": msgspec.json.decode(meta_json), "recorded_at": chain.timestamp_text(recorded_at)}
     hashes = []
-    for row, event in zip(drawn, new, strict=True):
+    for position, event in zip(positions, new, strict=True):
         record = {
             **shared,
-            "position": row["position"],
+            "position": position,
             "stream_id": event.stream_id,
             "version": event.version,
             "account_id": event.account_id,
@@ -89,7 +92,7 @@ async def _insert(
         head = chain.link(head, record)
         hashes.append(head)
     arguments = (
-        [row["position"] for row in drawn],
+        positions,
         [event.stream_id for event in new],
         [event.version for event in new],
         [event.account_id for event in new],
@@ -103,7 +106,7 @@ async def _insert(
     if not returning:
         await connection.execute(_INSERT, *arguments)
         return []
-    return [_stored(row) for row in await connection.fetch(f"{_INSERT} RETURNING {_COLUMNS}", *arguments)]
+    return [_stored(row) for row in await connection.fetch(f"{_INSERT} RETURNING {_RETURNED}", *arguments)]
 
 
 async def append(
@@ -139,23 +142,27 @@ async def append_usage(
     """Append (account_id, UsageRecorded) pairs; returns how many were new.
 
     A request_id already in the log (or twice in this batch) is skipped: that is the idempotency the
-    gateway relies on. Under APPEND_LOCK nobody else can add one between the look-up and the
-    insert, and the unique constraint on idempotency_key still guards it.
+    gateway relies on. The look-up runs before APPEND_LOCK; under it the unique constraint on
+    idempotency_key decides: should a concurrent append have stored one of them meanwhile, the insert
+    is undone and made again, looking up under the lock this time (nobody can add one then).
     """
     if not connection.is_in_transaction():
         raise RuntimeError("append_usage must run inside a transaction")
+    if all(usage_rows.is_typed(event) for _, event in usage):
+        return await usage_rows.append(connection, usage, metadata)
+    return await _append_usage_as_json(connection, usage, metadata)
+
+
+async def _append_usage_as_json(
+    connection: asyncpg.Connection, usage: Sequence[tuple[str, UsageRecorded]], metadata: dict
+) -> int:
+    """A batch with an occurred_at in another offset than UTC: stored as JSON, as before migration 008."""
     candidates = [
         _new_event(usage_stream(event.key_id), None, account_id, event, event.request_id)
         for account_id, event in usage
     ]  # encoded before the lock: everything under it is serial
     await connection.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
-    known = {
-        row["idempotency_key"]
-        for row in await connection.fetch(
-            "SELECT idempotency_key FROM events WHERE idempotency_key = ANY($1::text[])",
-            [candidate.idempotency_key for candidate in candidates],
-        )
-    }
+    known = await usage_rows.known(connection, [candidate.idempotency_key for candidate in candidates])
     new = []
     for candidate in candidates:
         if candidate.idempotency_key not in known:
@@ -172,8 +179,12 @@ async def read_stream(
 ) -> list[StoredEvent]:
     """A stream's events in version order; with `recorded_up_to`, those recorded by then only."""
     rows = await connection.fetch(
-        f"""SELECT {_COLUMNS} FROM events
-            WHERE stream_id = $1 AND ($2::timestamptz IS NULL OR recorded_at <= $2) ORDER BY version""",
+        # events.stream_id is indexed; event_log's (NULL on typed usage rows: usage streams are
+        # unversioned, read by position) is not.
+        f"""SELECT {_COLUMNS} FROM event_log WHERE position IN (
+                SELECT position FROM events
+                WHERE stream_id = $1 AND ($2::timestamptz IS NULL OR recorded_at <= $2))
+            ORDER BY version""",
         stream_id,
         recorded_up_to,
     )
@@ -185,7 +196,7 @@ async def read_all(
 ) -> list[StoredEvent]:
     """Events with position > after, in position order; gap-safe thanks to APPEND_LOCK."""
     rows = await connection.fetch(
-        f"""SELECT {_COLUMNS} FROM events
+        f"""SELECT {_COLUMNS} FROM event_log
             WHERE position > $1 AND ($3::text IS NULL OR account_id = $3)
             ORDER BY position LIMIT $2""",
         after,
@@ -198,7 +209,7 @@ async def read_all(
 _CHAINED = """
     SELECT e.position, e.stream_id, e.version, e.account_id, e.type, e.data, e.metadata,
            e.recorded_at, e.idempotency_key, e.hash, previous.hash AS prev_hash
-    FROM events e
+    FROM event_log e
     LEFT JOIN LATERAL (
         SELECT p.hash FROM events p WHERE p.position < e.position ORDER BY p.position DESC LIMIT 1
     ) AS previous ON true

@@ -140,7 +140,7 @@ async def recount(admin: asyncpg.Connection, up_to: int | None = None) -> tuple[
             """SELECT data->>'key_id' AS key_id, min(account_id) AS account_id, count(*) AS requests,
                       sum((data->>'cost_chf')::numeric) AS cost,
                       max((data->>'occurred_at')::timestamptz) AS last_used
-               FROM events WHERE type = 'UsageRecorded' AND position <= $1
+               FROM event_log WHERE type = 'UsageRecorded' AND position <= $1
                GROUP BY data->>'key_id'""",
             up_to,
         )
@@ -148,7 +148,7 @@ async def recount(admin: asyncpg.Connection, up_to: int | None = None) -> tuple[
     daily: dict[tuple[str, str], tuple[int, Decimal]] = defaultdict(lambda: (0, Decimal(0)))
     for row in await admin.fetch(
         """SELECT data->>'key_id' AS key_id, data->>'occurred_at' AS occurred_at, data->>'cost_chf' AS cost
-           FROM events WHERE type = 'UsageRecorded' AND position <= $1""",
+           FROM event_log WHERE type = 'UsageRecorded' AND position <= $1""",
         up_to,
     ):
         bucket = (row["key_id"], utc(row["occurred_at"]).date().isoformat())

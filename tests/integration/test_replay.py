@@ -88,7 +88,7 @@ async def assert_usage_is_the_recount(admin: asyncpg.Connection) -> None:
     """The live usage totals against a count over the log itself."""
     projected = await admin.fetchrow("SELECT sum(requests), sum(cost_chf) FROM key_usage_totals")
     counted = await admin.fetchrow(
-        "SELECT count(*), sum((data->>'cost_chf')::numeric) FROM events WHERE type = 'UsageRecorded'"
+        "SELECT count(*), sum((data->>'cost_chf')::numeric) FROM event_log WHERE type = 'UsageRecorded'"
     )
     assert tuple(projected) == tuple(counted)
 

@@ -441,5 +441,5 @@ async def test_a_million_nano_franc_events_add_up_to_exactly_one_milli_franc(cli
         "cost_chf": "0.001000000",
     }
     assert await admin.fetchval(
-        "SELECT (count(*), sum((data->>'cost_chf')::numeric)) FROM events WHERE type = 'UsageRecorded'"
+        "SELECT (count(*), sum((data->>'cost_chf')::numeric)) FROM event_log WHERE type = 'UsageRecorded'"
     ) == (MILLION, Decimal("0.001000000"))
