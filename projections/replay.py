@@ -35,7 +35,7 @@ from projections.shadow import TableDifference
 ACCOUNTS_CHECKPOINT = "accounts"  # the shadow's lifecycle position, beside project_batch's "usage"
 LIFECYCLE_TYPES = [event.__name__ for event in typing.get_args(AccountEvent)]
 LIFECYCLE_PAGE = 2_000
-USAGE_BATCH = 50_000
+USAGE_BATCH = 250_000  # each batch upserts every (key, day) it touches once: fewer, bigger batches
 
 Progress = Callable[[int, int], None]  # (events replayed, events in the log)
 
