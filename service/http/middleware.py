@@ -68,7 +68,9 @@ def answering(dashboard_origin: str | None, in_flight: InFlight):
                     response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
             headers = response.headers
             headers.setdefault(*NOSNIFF)
-            if request.path.startswith("/api/"):
+            # raw_path first: no decoding, and when it starts so, the path does too (or is
+            # dot-segments away from it, where no-store is harmless); the path decides otherwise.
+            if request.raw_path.startswith("/api/") or request.path.startswith("/api/"):
                 headers.setdefault(*NO_STORE)
             if dashboard_origin is not None and not response.prepared:
                 cors.vary_on_origin(response)
