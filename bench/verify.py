@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +12,6 @@ from bench.harness import (
     Context,
     Figure,
     free_port,
-    median_of,
     service,
     verified_key,
     wait_for_port,
@@ -55,11 +55,14 @@ async def run(context: Context) -> list[Figure]:
                 raise RuntimeError(f"{result.errors} errors while loading {target}")
             return result.requests_per_second
 
-        verify_rps, verify_runs = await median_of(context.repeats, lambda: throughput(verify_url))
-        bare_rps, _ = await median_of(context.repeats, lambda: throughput(bare_url))
-        checked_rps, checked_runs = await median_of(
-            context.repeats, lambda: throughput(verify_url, checked_headers)
-        )
+        # Round by round, each of the three loaded once: on a shared machine the load of the others
+        # drifts over minutes, and a figure and its baseline should see the same drift.
+        verify_runs, bare_runs, checked_runs = [], [], []
+        for _ in range(context.repeats):
+            verify_runs.append(await throughput(verify_url))
+            bare_runs.append(await throughput(bare_url))
+            checked_runs.append(await throughput(verify_url, checked_headers))
+        verify_rps, bare_rps, checked_rps = map(statistics.median, (verify_runs, bare_runs, checked_runs))
         rate = verify_rps / 2
         os.environ["DELAY_MS"] = f"{1000 * CONNECTIONS / rate:.3f}"
         paced = await asyncio.to_thread(
@@ -72,11 +75,11 @@ async def run(context: Context) -> list[Figure]:
         )
     return [
         Figure("verify", "requests/s (valid key, warm cache)", verify_rps, "req/s", "bare aiohttp handler", bare_rps,
-               "≥ 0.85 x bare", verify_rps >= 0.85 * bare_rps, verify_runs),
+               "≥ 0.90 x bare", verify_rps >= 0.90 * bare_rps, verify_runs),
         Figure("verify", "requests/s, a key with an expiry and a spend limit", checked_rps, "req/s",
                "a key without either", verify_rps, "≥ 0.95 x without", checked_rps >= 0.95 * verify_rps,
                checked_runs),
         Figure("verify", f"p50 at {paced.requests_per_second:,.0f} req/s (half of max)", paced.p50_ms, "ms"),
         Figure("verify", f"p99 at {paced.requests_per_second:,.0f} req/s, {CONNECTIONS} connections", paced.p99_ms,
-               "ms", goal="≤ 5 ms", met=paced.p99_ms <= 5),
+               "ms", goal="≤ 2 ms", met=paced.p99_ms <= 2),
     ]  # fmt: skip

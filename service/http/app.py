@@ -14,12 +14,10 @@ from events.log import USAGE_CHANNEL
 from projections.projector import Projector
 from service.app.keycache import KeyCache
 from service.config import ConfigError, Settings, from_environment
-from service.http.appkeys import KEY_CACHE, POOL, PROJECTOR, SETTINGS, TOKENS
+from service.http.appkeys import IN_FLIGHT, KEY_CACHE, POOL, PROJECTOR, SETTINGS, TOKENS
 from service.http.auth import TokenVerifier
 from service.http.bodies import LARGEST_BODY_LIMIT
-from service.http.cors import cors
-from service.http.errors import error_middleware
-from service.http.middleware import measure, security_headers
+from service.http.middleware import InFlight, answering
 from service.http.openapi import routes as openapi_routes
 from service.http.protocol import protocol_options
 from service.http.routes import ROUTES
@@ -69,14 +67,14 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    # security_headers sits outside error_middleware so error envelopes get the headers too, and
-    # measure outside both so it counts the status that was sent.
+    # One middleware (service/http/middleware.py); the connection handler counts the answers.
+    in_flight = InFlight()
     app = web.Application(
-        middlewares=[measure, security_headers, cors, error_middleware],
+        middlewares=[answering(settings.dashboard_origin, in_flight)],
         client_max_size=LARGEST_BODY_LIMIT,
         handler_args=protocol_options(),
     )
-    app[SETTINGS] = settings
+    app[SETTINGS], app[IN_FLIGHT] = settings, in_flight
     app[TOKENS] = TokenVerifier(settings)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_background)

@@ -10,14 +10,13 @@ same-origin and needs none of this.
 `Access-Control-Allow-Origin` depends on the request's `Origin`, so a cache must not hand one
 caller's answer to another.
 
-In create_app's middlewares it sits inside security_headers (its preflight answers get those headers
-too) and outside error_middleware (error envelopes get `Access-Control-Allow-Origin`, so the dashboard
-can show their message).
+The one middleware (service/http/middleware.py) applies these: preflights are answered before any
+handler (and get the security headers), error envelopes get `Access-Control-Allow-Origin` too (so the
+dashboard can show their message).
 """
 
 from aiohttp import hdrs, web
 
-from service.http.appkeys import SETTINGS
 from service.http.errors import error_response
 
 ALLOWED_METHODS = "GET, POST, PATCH, PUT"
@@ -25,30 +24,12 @@ ALLOWED_HEADERS = "Authorization, Content-Type, X-Request-Id"
 MAX_AGE_SECONDS = "600"
 
 
-@web.middleware
-async def cors(request: web.Request, handler) -> web.StreamResponse:
-    allowed = request.app[SETTINGS].dashboard_origin
-    origin = request.headers.get(hdrs.ORIGIN)
-    if _is_preflight(request, origin):
-        response = _preflight(allowed, origin)
-    else:
-        response = await handler(request)
-        if origin is not None and origin == allowed and not response.prepared:
-            response.headers[hdrs.ACCESS_CONTROL_ALLOW_ORIGIN] = origin
-    if allowed is not None and not response.prepared:
-        _vary_on_origin(response)
-    return response
+def is_preflight(request: web.Request) -> bool:
+    """Of a request that sent an Origin."""
+    return request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
 
 
-def _is_preflight(request: web.Request, origin: str | None) -> bool:
-    return (
-        request.method == hdrs.METH_OPTIONS
-        and origin is not None
-        and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
-    )
-
-
-def _preflight(allowed: str | None, origin: str) -> web.Response:
+def preflight(allowed: str | None, origin: str) -> web.Response:
     if origin != allowed:
         return error_response(403, "forbidden", _refusal(allowed))
     return web.Response(
@@ -71,7 +52,7 @@ def _refusal(allowed: str | None) -> str:
     return f"Cross-origin requests are allowed only from the dashboard at {allowed}."
 
 
-def _vary_on_origin(response: web.StreamResponse) -> None:
+def vary_on_origin(response: web.StreamResponse) -> None:
     vary = response.headers.get(hdrs.VARY)
     if vary is None:
         response.headers[hdrs.VARY] = hdrs.ORIGIN

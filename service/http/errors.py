@@ -97,33 +97,43 @@ def _from_http_exception(error: web.HTTPException, request: web.Request) -> web.
 
 @web.middleware
 async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """The envelope alone, for an app of its own; create_app's one middleware calls error_answer."""
     try:
         with db.one_deadline():  # however often the request uses the database: 503 at db.DEADLINE
             return await handler(request)
-    except ApiError as error:
-        return error_response(error.status, error.type, error.message, error.headers)
-    except (DomainError, AppError) as error:
-        return _refusal(error)
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        return _from_http_exception(error, request)
-    except DATABASE_UNAVAILABLE as error:
-        log.warning(
-            "database unavailable for %s %s: %s", request.method, redact(request.path), type(error).__name__
-        )
-        return error_response(
-            503,
-            "service_unavailable",
-            "The service cannot reach its database right now; retry in a few seconds.",
-            {"Retry-After": "2"},
-        )
-    except UNSTORABLE_TEXT:  # a backstop: input checks refuse such text before it reaches the database
-        return error_response(
-            400,
-            "invalid_request",
-            "The request holds a character that cannot be stored, such as NUL (\\u0000).",
-        )
-    except Exception:
-        log.exception("unhandled error for %s %s", request.method, redact(request.path))
-        return error_response(500, "internal_error", "Something went wrong on our side; try again.")
+    except Exception as error:
+        return error_answer(error, request)
+
+
+def error_answer(error: Exception, request: web.Request) -> web.Response:
+    """The envelope for what a handler raised; a redirect (an HTTPException under 400) is raised on."""
+    match error:
+        case ApiError():
+            return error_response(error.status, error.type, error.message, error.headers)
+        case DomainError() | AppError():
+            return _refusal(error)
+        case web.HTTPException() if error.status < 400:
+            raise error
+        case web.HTTPException():
+            return _from_http_exception(error, request)
+        case _ if isinstance(error, DATABASE_UNAVAILABLE):
+            log.warning(
+                "database unavailable for %s %s: %s",
+                request.method,
+                redact(request.path),
+                type(error).__name__,
+            )
+            return error_response(
+                503,
+                "service_unavailable",
+                "The service cannot reach its database right now; retry in a few seconds.",
+                {"Retry-After": "2"},
+            )
+        case _ if isinstance(error, UNSTORABLE_TEXT):  # a backstop: input checks refuse such text first
+            return error_response(
+                400,
+                "invalid_request",
+                "The request holds a character that cannot be stored, such as NUL (\\u0000).",
+            )
+    log.error("unhandled error for %s %s", request.method, redact(request.path), exc_info=error)
+    return error_response(500, "internal_error", "Something went wrong on our side; try again.")

@@ -11,7 +11,11 @@ So `protocol_options()`, passed as `web.Application(handler_args=...)`, makes th
 `EnvelopeRequestHandler`s, and hands them the marker `error_envelope=True`; a connection of any
 other application (no marker) answers exactly as aiohttp's own handler does.
 
-This leans on aiohttp's internals (`_ErrInfo`, `_messages`, `_current_request`, the module-level
+The same handler counts every answer of the app in /metrics (service/http/middleware.py's
+count_answer) where aiohttp calls the access logger, after the answer is sent: no middleware layer
+for it, and the parser's refusals are counted too.
+
+This leans on aiohttp's internals (`_ErrInfo`, `_messages`, `_current_request`, `_logging_enabled`, the module-level
 `web_server.RequestHandler`): pyproject.toml bounds aiohttp, and tests/unit/test_aiohttp_internals.py
 says which of them changed when an upgrade moves one.
 """
@@ -21,6 +25,7 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
 from service.http.errors import error_response
+from service.http.middleware import count_answer
 
 # aiohttp's own defaults, stated here because the error messages name them.
 MAX_LINE_SIZE = 8190  # the request line
@@ -36,11 +41,22 @@ _HEADERS_TOO_LARGE = (
 class EnvelopeRequestHandler(web_protocol.RequestHandler):
     """aiohttp's connection handler; its error answers are the envelope when the app asks for it."""
 
-    __slots__ = ("_error_envelope",)
+    __slots__ = ("_access_logging", "_error_envelope")
 
     def __init__(self, manager: web_server.Server, *, error_envelope: bool = False, **kwargs):
         super().__init__(manager, **kwargs)
         self._error_envelope = error_envelope
+        self._access_logging = self._logging_enabled
+        if error_envelope:  # aiohttp notes when a request starts only for its log_access
+            self._logging_enabled = True
+
+    def log_access(self, request: BaseRequest, response: StreamResponse, time: float | None) -> None:
+        if not self._error_envelope:
+            return super().log_access(request, response, time)
+        seconds = self._loop.time() - time
+        count_answer(request, response, seconds)
+        if self._access_logging:
+            self.access_logger.log(request, response, seconds)
 
     def data_received(self, data: bytes) -> None:
         queued = len(self._messages)

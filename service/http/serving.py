@@ -3,7 +3,8 @@
 aiohttp's run_app and its gunicorn worker start their shutdown at the signal, and from then on drop
 what arrives on a connection (aio-libs/aiohttp#2298): a request whose body was still arriving would
 never complete. So DrainingRunner's cleanup goes: stop listening, let every request in flight finish
-(their connections are still read, their answers close them), and only then run aiohttp's cleanup
+(their connections are still read, their answers close them: the app's InFlight, which its one
+middleware keeps, service/http/middleware.py), and only then run aiohttp's cleanup
 and the app's (key cache, projector, pool). `serve` runs it in this process; service/http/worker.py
 in each gunicorn worker.
 """
@@ -15,6 +16,7 @@ import signal
 from aiohttp import web
 
 from service.http.access_log import AccessLog
+from service.http.appkeys import IN_FLIGHT
 
 DRAIN_SECONDS = 60.0  # the longest a request in flight may take once stopping
 
@@ -24,32 +26,6 @@ def serve(app: web.Application, *, host: str, port: int) -> None:
     asyncio.run(_serve(app, host, port))
 
 
-def _track_requests(app: web.Application) -> tuple[asyncio.Event, asyncio.Event]:
-    """Events `stopping` (set it to make every answer close its connection) and `idle` (set while no
-    request is in flight)."""
-    stopping, idle = asyncio.Event(), asyncio.Event()
-    idle.set()
-    in_flight = 0
-
-    @web.middleware
-    async def count(request: web.Request, handler) -> web.StreamResponse:
-        nonlocal in_flight
-        in_flight += 1
-        idle.clear()
-        try:
-            response = await handler(request)
-            if stopping.is_set():
-                response.force_close()
-            return response
-        finally:
-            in_flight -= 1
-            if not in_flight:
-                idle.set()
-
-    app.middlewares.insert(0, count)
-    return stopping, idle
-
-
 class DrainingRunner(web.AppRunner):
     """aiohttp's AppRunner with our access log, whose cleanup lets the requests in flight finish
     first (for at most `drain_seconds`)."""
@@ -57,15 +33,15 @@ class DrainingRunner(web.AppRunner):
     def __init__(self, app: web.Application, *, drain_seconds: float = DRAIN_SECONDS, **kwargs):
         super().__init__(app, access_log_class=AccessLog, **kwargs)
         self._drain_seconds = drain_seconds
-        self._stopping, self._idle = _track_requests(app)
+        self._in_flight = app[IN_FLIGHT]
 
     async def cleanup(self) -> None:
         for site in self.sites:
             await site.stop()  # no new connections; the open ones are still read
-        self._stopping.set()
+        idle = self._in_flight.stop()
         with contextlib.suppress(TimeoutError):  # aiohttp's cleanup cancels what is still running
             async with asyncio.timeout(self._drain_seconds):
-                await self._idle.wait()
+                await idle.wait()
         await super().cleanup()
 
 

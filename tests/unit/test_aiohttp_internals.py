@@ -92,3 +92,25 @@ async def test_too_many_headers_is_still_the_parse_error_protocol_answers_with_4
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split()[1] == b"431", CHANGED + f"the message for too many headers; the answer: {head!r}"
     assert json.loads(body)["error"]["type"] == "invalid_request"
+
+
+async def test_the_handler_still_notes_the_start_only_for_log_access_and_requests_keep_match_info(caplog):
+    """protocol.py turns `_logging_enabled` on so that aiohttp notes each request's start and calls
+    log_access (where every answer is counted in /metrics), and middleware.route_of reads
+    `Request._match_info`, which is None for a request the parser refused."""
+    create_app(from_environment({}))
+    handler = web.Server(lambda request: None, **protocol_options())()
+    assert getattr(handler, "_logging_enabled", None) is True, (
+        CHANGED + "RequestHandler._logging_enabled (whether a request's start is noted) is gone"
+    )
+    source = inspect.getsource(web_protocol.RequestHandler.start)
+    assert "self._logging_enabled" in source and "log_access" in inspect.getsource(
+        web_protocol.RequestHandler.finish_response
+    ), CHANGED + "the start of a request is no longer noted for, or passed to, log_access"
+    assert list(inspect.signature(web_protocol.RequestHandler.log_access).parameters) == [
+        "self",
+        "request",
+        "response",
+        "time",
+    ], CHANGED + "the signature of RequestHandler.log_access"
+    assert web.Request._match_info is None, CHANGED + "Request._match_info (None before routing) is gone"
