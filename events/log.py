@@ -38,6 +38,9 @@ MIGRATION_LOCK = 0x6B65796C65646701  # one migrator at a time
 APPEND_LOCK = 0x6B65796C65646702
 PROJECTOR_LOCK = 0x6B65796C65646703  # the one projector per database
 REPLAY_LOCK = 0x6B65796C65646710  # one replay at a time: replays share the shadow schema
+# The first key of the two-key advisory locks (a space apart from the one-key locks above) that a
+# command holds on its account, the second key being a hash of the account id: one command per account.
+ACCOUNT_LOCKS = 0x6B657901
 
 # NOTIFY channels. A notification is delivered on commit and lost while nobody listens: listeners
 # treat it as a hint to catch up from their last position, never as the data itself.

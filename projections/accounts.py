@@ -10,7 +10,8 @@ from datetime import date
 import asyncpg
 
 from events import apikey
-from events.log import StoredEvent
+from events.account import Account, Key
+from events.log import StoredEvent, account_stream
 from events.model import (
     ApiKeyCreated,
     ApiKeyExpirySet,
@@ -27,84 +28,139 @@ KEY_COLUMNS = """key_id, account_id, name, last4, masked_key, status, created_at
                  monthly_spend_limit_chf, rotated_from, rotated_to, revoked_reason"""
 
 
+# The columns of a new row, and those an event may change on an existing one (each change also moves
+# updated_position, which the key caches follow). Types are those of the unnest arrays below.
+_NEW_KEY = {
+    "key_id": "text", "account_id": "text", "name": "text", "key_digest": "bytea", "last4": "text",
+    "masked_key": "text", "status": "text", "created_at": "timestamptz", "revoked_at": "timestamptz",
+    "expires_at": "timestamptz", "monthly_spend_limit_chf": "numeric", "rotated_from": "text",
+    "rotated_to": "text", "revoked_reason": "text", "created_position": "bigint", "updated_position": "bigint",
+}  # fmt: skip
+_CHANGEABLE = ("name", "expires_at", "monthly_spend_limit_chf", "rotated_to", "status", "revoked_at",
+               "revoked_reason")  # fmt: skip
+_SUBSCRIPTION = {"account_id": "text", "status": "text", "plan": "text", "changed_at": "timestamptz",
+                 "updated_position": "bigint"}  # fmt: skip
+
+
+def _unnest(columns: dict[str, str], first: int) -> str:
+    arrays = ", ".join(f"${first + n}::{kind}[]" for n, kind in enumerate(columns.values()))
+    return f"unnest({arrays}) AS c({', '.join(columns)})"
+
+
+_CHANGED_KEY = {"key_id": "text", "updated_position": "bigint", "assigned": "int"} | {
+    column: _NEW_KEY[column] for column in _CHANGEABLE
+}
+_ASSIGNMENTS = ", ".join(
+    f"{column} = CASE WHEN c.assigned & {1 << bit} <> 0 THEN c.{column} ELSE k.{column} END"
+    for bit, column in enumerate(_CHANGEABLE)
+)
+_FIRST_CHANGED, _FIRST_SUBSCRIPTION = 1 + len(_NEW_KEY), 1 + len(_NEW_KEY) + len(_CHANGED_KEY)
+# One statement for any number of events: their changes merged per key (and per account) first.
+_APPLY = f"""
+    WITH new_keys AS (
+        INSERT INTO api_keys ({", ".join(_NEW_KEY)}) SELECT * FROM {_unnest(_NEW_KEY, 1)}
+    ), changed_keys AS (
+        UPDATE api_keys k SET {_ASSIGNMENTS}, updated_position = c.updated_position
+        FROM {_unnest(_CHANGED_KEY, _FIRST_CHANGED)} WHERE k.key_id = c.key_id
+    )
+    INSERT INTO subscriptions ({", ".join(_SUBSCRIPTION)}) SELECT * FROM {_unnest(_SUBSCRIPTION, _FIRST_SUBSCRIPTION)}
+    ON CONFLICT (account_id) DO UPDATE
+    SET status = excluded.status, plan = excluded.plan, changed_at = excluded.changed_at,
+        updated_position = excluded.updated_position"""
+
+
+def _changes(event) -> dict:
+    """The columns an event on an existing key sets."""
+    match event:
+        case ApiKeyRenamed():
+            return {"name": event.name}
+        case ApiKeyExpirySet():
+            return {"expires_at": event.expires_at}
+        case ApiKeySpendLimitSet():
+            return {"monthly_spend_limit_chf": event.monthly_spend_limit_chf}
+        case ApiKeyRotated():
+            return {"rotated_to": event.new_key_id, "expires_at": event.expires_at}
+        case ApiKeyRevoked():
+            return {"status": "revoked", "revoked_at": event.revoked_at, "revoked_reason": event.reason}
+    raise TypeError(f"not a change of a key: {event!r}")
+
+
 async def apply(connection: asyncpg.Connection, stored_events: Iterable[StoredEvent]) -> None:
+    """Project lifecycle events (in position order) with one statement, whatever their number."""
+    new_keys: dict[str, dict] = {}
+    changed: dict[str, dict] = {}  # key id -> the columns set, and updated_position
+    subscriptions: dict[str, dict] = {}
     for stored in stored_events:
         event = account_event_decoder.decode(stored.data)
         match event:
             case ApiKeyCreated():
-                await connection.execute(
-                    """INSERT INTO api_keys (key_id, account_id, name, key_digest, last4, masked_key,
-                                             status, created_at, expires_at, monthly_spend_limit_chf,
-                                             rotated_from, created_position, updated_position)
-                       VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9::numeric, $10, $11, $11)""",
-                    event.key_id,
-                    stored.account_id,
-                    event.name,
-                    bytes.fromhex(event.key_digest),
-                    event.last4,
-                    apikey.masked(event.last4),
-                    event.created_at,
-                    event.expires_at,
-                    event.monthly_spend_limit_chf,
-                    event.rotated_from,
-                    stored.position,
-                )
-            case ApiKeyRenamed():
-                await _update(connection, stored, event.key_id, "name = $3", event.name)
-            case ApiKeyExpirySet():
-                await _update(connection, stored, event.key_id, "expires_at = $3", event.expires_at)
-            case ApiKeySpendLimitSet():
-                await _update(
-                    connection,
-                    stored,
-                    event.key_id,
-                    "monthly_spend_limit_chf = $3::numeric",
-                    event.monthly_spend_limit_chf,
-                )
-            case ApiKeyRotated():
-                await _update(
-                    connection,
-                    stored,
-                    event.key_id,
-                    "rotated_to = $3, expires_at = $4",
-                    event.new_key_id,
-                    event.expires_at,
-                )
-            case ApiKeyRevoked():
-                await _update(
-                    connection,
-                    stored,
-                    event.key_id,
-                    "status = 'revoked', revoked_at = $3, revoked_reason = $4",
-                    event.revoked_at,
-                    event.reason,
-                )
+                new_keys[event.key_id] = {
+                    "key_id": event.key_id,
+                    "account_id": stored.account_id,
+                    "name": event.name,
+                    "key_digest": bytes.fromhex(event.key_digest),
+                    "last4": event.last4,
+                    "masked_key": apikey.masked(event.last4),
+                    "status": "active",
+                    "created_at": event.created_at,
+                    "revoked_at": None,
+                    "expires_at": event.expires_at,
+                    "monthly_spend_limit_chf": event.monthly_spend_limit_chf,
+                    "rotated_from": event.rotated_from,
+                    "rotated_to": None,
+                    "revoked_reason": None,
+                    "created_position": stored.position,
+                    "updated_position": stored.position,
+                }
             case SubscriptionActivated() | SubscriptionDeactivated():
                 active = isinstance(event, SubscriptionActivated)
-                await connection.execute(
-                    """INSERT INTO subscriptions (account_id, status, plan, changed_at, updated_position)
-                       VALUES ($1, $2, $3, $4, $5)
-                       ON CONFLICT (account_id) DO UPDATE
-                       SET status = $2, plan = $3, changed_at = $4, updated_position = $5""",
-                    stored.account_id,
-                    "active" if active else "inactive",
-                    event.plan if active else None,
-                    event.activated_at if active else event.deactivated_at,
-                    stored.position,
-                )
+                subscriptions[stored.account_id] = {
+                    "account_id": stored.account_id,
+                    "status": "active" if active else "inactive",
+                    "plan": event.plan if active else None,
+                    "changed_at": event.activated_at if active else event.deactivated_at,
+                    "updated_position": stored.position,
+                }
+            case _:
+                row = new_keys.get(event.key_id) or changed.setdefault(event.key_id, {})
+                row.update(_changes(event), updated_position=stored.position)
+    for key_id, row in changed.items():
+        row["key_id"] = key_id
+        row["assigned"] = sum(1 << bit for bit, column in enumerate(_CHANGEABLE) if column in row)
+    arguments = [
+        *([row[column] for row in new_keys.values()] for column in _NEW_KEY),
+        *([row.get(column) for row in changed.values()] for column in _CHANGED_KEY),
+        *([row[column] for row in subscriptions.values()] for column in _SUBSCRIPTION),
+    ]
+    if new_keys or changed or subscriptions:
+        await connection.execute(_APPLY, *arguments)
 
 
-async def _update(
-    connection: asyncpg.Connection, stored: StoredEvent, key_id: str, assignments: str, *values
-) -> None:
-    """Change one key's row as the event says; every change moves updated_position, which the key
-    caches follow."""
-    await connection.execute(
-        f"UPDATE api_keys SET {assignments}, updated_position = $2 WHERE key_id = $1",
-        key_id,
-        stored.position,
-        *values,
-    )
+# The stream's version and the account's keys and subscription in one snapshot: the projection is
+# written in the append's transaction, so it stands exactly at that version.
+_STATE = """
+    SELECT v.version, s.plan, k.key_id, k.name, k.status = 'revoked' AS revoked, k.expires_at,
+           k.monthly_spend_limit_chf::text AS spend_limit, k.rotated_to
+    FROM (SELECT coalesce(max(version), 0) AS version FROM events WHERE stream_id = $2) AS v
+    LEFT JOIN (SELECT coalesce(plan, '') AS plan FROM subscriptions WHERE account_id = $1 AND status = 'active')
+        AS s ON true
+    LEFT JOIN api_keys k ON k.account_id = $1 AND (k.status = 'active' OR k.key_id = ANY($3::text[]))"""
+
+
+async def account_state(connection: asyncpg.Connection, account_id: str, key_ids: list[str]) -> Account:
+    """The account as the decider sees it, from the projection: its subscription, every key that is
+    not revoked (those count toward the key limit or may still be changed) and, whatever their status,
+    the keys named in `key_ids` (those a command acts on). The same as folding the stream, without
+    reading it; a revoked key no command names changes no decision."""
+    rows = await connection.fetch(_STATE, account_id, account_stream(account_id), key_ids)
+    keys = {
+        row["key_id"]: Key(
+            row["name"], row["revoked"], row["expires_at"], row["spend_limit"], row["rotated_to"]
+        )
+        for row in rows
+        if row["key_id"] is not None
+    }
+    return Account(version=rows[0]["version"], keys=keys, subscription_plan=rows[0]["plan"])
 
 
 async def list_keys(connection: asyncpg.Connection, account_id: str) -> list[asyncpg.Record]:

@@ -66,6 +66,8 @@ class KeyCache:
         self._confirmed_at = float("-inf")  # time.monotonic() of the last successful catch-up
         self._wake = asyncio.Event()
         self.warmed = asyncio.Event()  # set after the first complete load
+        # Catch-ups are numbered as they begin; `_covered` is the number of the last one that succeeded.
+        self._begun = self._covered = 0
         self._reload = False  # a replay swap rewrote the projections: load everything again
         self._catching_up = asyncio.Lock()  # one catch-up at a time, so an older read never lands last
 
@@ -133,12 +135,19 @@ class KeyCache:
     async def after_own_command(self, pool: Pool) -> None:
         """After a lifecycle command of this process: its own cache reflects it before the answer.
 
+        A catch-up that began after the command committed has seen it: with many commands at once,
+        one catch-up serves all those that committed before it began.
+
         Best effort: the command has committed, so a database that fails now must not turn its answer
         (a new key shown only once) into an error; the listener catches up when it can."""
+        committed_after = self._begun
         try:
             # Bounded: the listener may hold the catch-up lock on a connection that hangs.
-            async with asyncio.timeout(OWN_CATCH_UP_WAIT), pool.acquire() as connection:
-                await self.catch_up(connection)
+            async with asyncio.timeout(OWN_CATCH_UP_WAIT), self._catching_up:
+                if self._covered > committed_after:
+                    return
+                async with pool.acquire() as connection:
+                    await self._numbered_catch_up(connection)
         except DATABASE_UNAVAILABLE as error:
             log.warning("key cache not caught up after a command (%s)", type(error).__name__)
 
@@ -147,7 +156,13 @@ class KeyCache:
         handler calls it after its own lifecycle command, so this process refuses a key it has just
         revoked even if its listener has died and does not know it yet."""
         async with self._catching_up:
-            await self._catch_up(connection)
+            await self._numbered_catch_up(connection)
+
+    async def _numbered_catch_up(self, connection: asyncpg.Connection) -> None:
+        self._begun += 1
+        number = self._begun
+        await self._catch_up(connection)
+        self._covered = number
 
     async def _catch_up(self, connection: asyncpg.Connection) -> None:
         if self._reload:

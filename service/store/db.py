@@ -181,6 +181,14 @@ class Pool:
         await self._pool.close()
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What a released connection is reset with: nothing more than asyncpg does anyway (roll back a
+    transaction left open, drop its listeners). Pooled connections hold no other session state: their
+    locks are transaction-scoped, they declare no cursor, LISTEN and SET nothing but the role set when
+    they connect; listeners and leaders have connections of their own. The default reset (unlock all,
+    CLOSE ALL, UNLISTEN *, RESET ALL) would cost a round trip on every release."""
+
+
 async def create_pool(database_url: str, max_size: int = 10) -> Pool:
     """The pool of a process. min_size 0: no background task keeps reconnecting (and logging) while
     the database is away; connections open on demand and stay open while used."""
@@ -191,6 +199,7 @@ async def create_pool(database_url: str, max_size: int = 10) -> Pool:
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=30,
         timeout=DEADLINE,  # to connect, also for connections no request waits for
     )

@@ -109,6 +109,13 @@ async def _insert(
     return [_stored(row) for row in await connection.fetch(f"{_INSERT} RETURNING {_RETURNED}", *arguments)]
 
 
+# One round trip: APPEND_LOCK; the stream's version, read by the statement's snapshot, taken before the
+# lock is granted (see append); the notification, which goes out on commit only.
+_LOCK_FOR_STREAM = """
+    SELECT pg_advisory_xact_lock($1), pg_notify($3, ''),
+           (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $2) AS version"""
+
+
 async def append(
     connection: asyncpg.Connection,
     stream_id: str,
@@ -117,23 +124,25 @@ async def append(
     new_events: Sequence[Event],
     metadata: dict,
 ) -> list[StoredEvent]:
-    """Append events at versions expected_version+1…; must run inside a transaction."""
+    """Append events at versions expected_version+1…; must run inside a transaction.
+
+    The version is compared as it stood just before APPEND_LOCK was granted. That is enough: a writer
+    that appended to the stream since then wrote version expected_version+1 too, so the insert breaks
+    the (stream_id, version) constraint, which refuses it as a wrong version as well.
+    """
     if not connection.is_in_transaction():
         raise RuntimeError("append must run inside a transaction")
-    await connection.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
-    actual = await connection.fetchval("SELECT max(version) FROM events WHERE stream_id = $1", stream_id)
-    if (actual or 0) != expected_version:
-        raise WrongExpectedVersion(stream_id, expected_version, actual)
     new = [
         _new_event(stream_id, expected_version + n, account_id, event)
         for n, event in enumerate(new_events, start=1)
-    ]
+    ]  # encoded before the lock: everything under it is serial
+    _, _, actual = await connection.fetchrow(_LOCK_FOR_STREAM, APPEND_LOCK, stream_id, LIFECYCLE_CHANNEL)
+    if actual != expected_version:
+        raise WrongExpectedVersion(stream_id, expected_version, actual)
     try:
-        stored = await _insert(connection, new, metadata, returning=True)
-    except asyncpg.UniqueViolationError as error:  # a writer that bypassed the lock
+        return await _insert(connection, new, metadata, returning=True)
+    except asyncpg.UniqueViolationError as error:
         raise WrongExpectedVersion(stream_id, expected_version, None) from error
-    await connection.execute("SELECT pg_notify($1, $2)", LIFECYCLE_CHANNEL, str(stored[-1].position))
-    return stored
 
 
 async def append_usage(

@@ -1,7 +1,9 @@
 """Management of an account's keys, at the paths of the public authentication page."""
 
+import asyncio
 import re
 import uuid
+from datetime import UTC, datetime
 
 import msgspec
 from aiohttp import web
@@ -12,6 +14,8 @@ from events.errors import KeyNotFound
 from events.log import account_stream
 from events.model import account_event_decoder, public_fields
 from projections import accounts as accounts_projection
+from projections import usage
+from projections.key_rows import key_rows
 from service.app import commands, time_travel
 from service.http import params
 from service.http.appkeys import KEY_CACHE, POOL, TOKENS
@@ -52,11 +56,32 @@ def metadata(request: web.Request, principal: Principal) -> dict:
 
 
 async def _apply(request: web.Request, principal: Principal, command: Command, key_id: str) -> KeyObject:
-    """Run a lifecycle command; this process's key cache reflects it before the key is answered."""
+    """Run a lifecycle command; this process's key cache reflects it before the key is answered. The
+    key object (with its usage, which has to be read) and the cache's catch-up both follow the commit,
+    so they run at the same time."""
     pool = request.app[POOL]
     await commands.execute(pool, principal.account_id, command, metadata(request, principal))
+    _, key = await asyncio.gather(
+        request.app[KEY_CACHE].after_own_command(pool), one_key_object(pool, principal.account_id, key_id)
+    )
+    return key
+
+
+async def _created(
+    request: web.Request, principal: Principal, command: CreateKey | RotateKey, key_id: str, secret: str
+) -> web.Response:
+    """The new key's object with the full key: the one answer that ever holds it. It is made from the
+    event that created the key, as the projection has it: a new key has no usage to read."""
+    pool = request.app[POOL]
+    _, stored = await commands.execute(pool, principal.account_id, command, metadata(request, principal))
     await request.app[KEY_CACHE].after_own_command(pool)
-    return await one_key_object(pool, principal.account_id, key_id)
+    events = [account_event_decoder.decode(event.data) for event in stored]
+    [row] = key_rows([event for event in events if getattr(event, "key_id", None) == key_id])
+    if row["expires_at"] is not None:  # in UTC, as the projection's timestamptz gives it back
+        row["expires_at"] = row["expires_at"].astimezone(UTC)
+    now = datetime.now(UTC)
+    created = key_object(row, None, usage.window(now.date()), now)
+    return json_response(CreatedKey(**msgspec.structs.asdict(created), key=secret), status=201)
 
 
 @routes.post(f"{BASE}/create/")
@@ -73,14 +98,6 @@ async def create_key(request: web.Request) -> web.Response:
         monthly_spend_limit_chf=body.monthly_spend_limit_chf,
     )
     return await _created(request, principal, command, command.key_id, secret)
-
-
-async def _created(
-    request: web.Request, principal: Principal, command: Command, key_id: str, secret: str
-) -> web.Response:
-    """The new key's object with the full key: the one answer that ever holds it."""
-    created = await _apply(request, principal, command, key_id)
-    return json_response(CreatedKey(**msgspec.structs.asdict(created), key=secret), status=201)
 
 
 @routes.get(f"{BASE}/")
