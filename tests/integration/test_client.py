@@ -149,5 +149,5 @@ async def test_a_report_keyledger_refuses_is_dropped_and_the_rest_of_its_batch_d
     await client.report(key["id"], "0.000100", request_id="good-2")
     async with asyncio.timeout(10):  # a client that resends a refused batch forever fails here
         await client.close()  # the shutdown flush sends the four in one batch
-    stored = await admin.fetch("SELECT data->>'request_id' AS id FROM events WHERE type = 'UsageRecorded'")
+    stored = await admin.fetch("SELECT data->>'request_id' AS id FROM event_log WHERE type = 'UsageRecorded'")
     assert sorted(row["id"] for row in stored) == ["good-1", "good-2"]

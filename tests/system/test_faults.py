@@ -423,7 +423,7 @@ def usage_batch(key_ids: list[str], prefix: str, size: int) -> bytes:
 async def totals_from_the_log(connection: asyncpg.Connection, up_to: int) -> dict[str, tuple[int, Decimal]]:
     rows = await connection.fetch(
         """SELECT data->>'key_id' AS key_id, count(*) AS requests, sum((data->>'cost_chf')::numeric) AS cost
-           FROM events WHERE type = 'UsageRecorded' AND position <= $1 GROUP BY 1""",
+           FROM event_log WHERE type = 'UsageRecorded' AND position <= $1 GROUP BY 1""",
         up_to,
     )
     return {row["key_id"]: (row["requests"], row["cost"]) for row in rows}
