@@ -28,15 +28,28 @@ def peak_rss_mb(pid: int) -> float:
     return int(line.split()[1]) / 1024  # kB
 
 
-async def loaded_rss(url: str, key: str) -> tuple[float, float]:
-    """Start a service, wait until its key cache verifies the known key, and return its peak RSS (MB)
-    and the seconds from start to loaded."""
+def gauge(metrics: str, name: str) -> float:
+    [line] = [line for line in metrics.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+async def loaded_rss(url: str, key: str, keys: int) -> tuple[float, float]:
+    """Start a service, wait until its key cache holds all `keys` and is fresh and it verifies the
+    known key, and return its peak RSS (MB) and the seconds from start to loaded. A 200 alone does
+    not show the load is over: while the cache loads, verification asks the database."""
     started = time.monotonic()
     async with service(url) as port, aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
-        for _ in range(1200):
-            async with session.get("/api/v1/auth/verify", headers={"Authorization": f"Bearer {key}"}) as r:
-                if r.status == 200:
-                    break
+        for _ in range(2400):
+            async with session.get("/metrics") as response:
+                metrics = await response.text()
+            if gauge(metrics, "keyledger_key_cache_keys") >= keys and gauge(
+                metrics, "keyledger_key_cache_fresh"
+            ):
+                async with session.get(
+                    "/api/v1/auth/verify", headers={"Authorization": f"Bearer {key}"}
+                ) as r:
+                    if r.status == 200:
+                        break
             await asyncio.sleep(0.05)
         else:
             raise RuntimeError("the service never loaded its keys")
@@ -50,7 +63,7 @@ async def run(context: Context) -> list[Figure]:
     async with context.database() as empty_url, context.database() as url:
         async with service(empty_url) as port:
             empty_key = await verified_key(port, ACCOUNT)
-        empty_mb, _ = await loaded_rss(empty_url, empty_key)
+        empty_mb, _ = await loaded_rss(empty_url, empty_key, 1)
         connection = await asyncpg.connect(url)
         try:
             await connection.execute(_KEYS, keys, apikey.masked("abcd"))
@@ -60,9 +73,9 @@ async def run(context: Context) -> list[Figure]:
             await connection.close()
         async with service(url) as port:
             key = await verified_key(port, ACCOUNT)
-        full_mb, seconds = await loaded_rss(url, key)
-    note = f"VmHWM of the service process after its key cache verified a key ({seconds:.1f} s after start)"
+        full_mb, seconds = await loaded_rss(url, key, keys + 1)
+    note = f"VmHWM of the service process once its key cache held every key ({seconds:.1f} s after start)"
     return [
         Figure("memory", f"peak RSS of one service process, {keys + 1:,} active keys", full_mb, "MB",
-               "same process, 0 bulk keys (1 key)", empty_mb, "≤ 300 MB", full_mb <= 300, note=note),
+               "same process, 0 bulk keys (1 key)", empty_mb, "≤ 120 MB", full_mb <= 120, note=note),
     ]  # fmt: skip

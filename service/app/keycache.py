@@ -1,67 +1,38 @@
 """The in-process cache that answers key verification without a database round trip.
 
-It holds every active key (digest -> id, account, expiry instant, spend limit), every subscription,
-and this month's cost of the keys with a limit (service/app/spend.py), and follows changes: a
-dedicated connection LISTENs for lifecycle appends and projected usage, and catches up by position on
-every notification, every second, and after every reconnect. The cache only answers while it can prove
-it is fresh (listening, and a catch-up succeeded within STALE_AFTER seconds); otherwise
+It holds every active key (digest -> id, account, expiry instant, spend limit: service/app/keystore.py),
+every subscription, and this month's cost of the keys with a limit (service/app/spend.py), and follows
+changes: a dedicated connection LISTENs for lifecycle appends and projected usage, and catches up by
+position on every notification, every second, and after every reconnect. The cache only answers while
+it can prove it is fresh (listening, and a catch-up succeeded within STALE_AFTER seconds); otherwise
 verification reads the database, and fails closed if that fails too.
 """
 
 import asyncio
 import contextlib
 import logging
-import sys
 import time
-from dataclasses import dataclass
-from decimal import Decimal
 
 import asyncpg
 
 from events.log import LIFECYCLE_CHANNEL, PROJECTED_CHANNEL, RESET_CHANNEL
 from projections import accounts
+from service.app.keystore import KeyEntry, KeyStore
 from service.app.spend import MonthSpend
 from service.store.db import DATABASE_UNAVAILABLE, Pool
 
 OWN_CATCH_UP_WAIT = 1.0  # seconds a command's answer waits for this process's key cache, at most
 STALE_AFTER = 3.0
 POLL_INTERVAL = 1.0
-PAGE = 50_000
+PAGE = 2_000  # rows held at once while loading: the peak of a first load is the store plus one page
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyEntry:
-    key_id: str
-    account_id: str
-    expires_at: float | None = None  # POSIX time; no event marks the instant, verify compares it
-    limit: Decimal | None = None  # monthly spend limit in CHF
-
-    @classmethod
-    def of(cls, row: asyncpg.Record) -> "KeyEntry":
-        expires_at = row["expires_at"]
-        # Interned: an account's keys share one account string.
-        return cls(
-            row["key_id"],
-            sys.intern(row["account_id"]),
-            None if expires_at is None else expires_at.timestamp(),
-            row["monthly_spend_limit_chf"],
-        )
-
-    def expired(self, now: float) -> bool:
-        """The instant is the one the command set, by the clock of the process that ran it."""
-        return self.expires_at is not None and self.expires_at <= now
 
 
 class KeyCache:
     """Holds the active keys only: a revoked key and an unknown one get the same answer."""
 
     def __init__(self):
-        self._keys: dict[bytes, KeyEntry] = {}
-        self._subscribed: set[str] = set()
-        self._key_position = 0
-        self._subscription_position = 0
-        self._spend = MonthSpend()
+        self._empty()
         self._listening = False
         self._confirmed_at = float("-inf")  # time.monotonic() of the last successful catch-up
         self._wake = asyncio.Event()
@@ -70,6 +41,16 @@ class KeyCache:
         self._begun = self._covered = 0
         self._reload = False  # a replay swap rewrote the projections: load everything again
         self._catching_up = asyncio.Lock()  # one catch-up at a time, so an older read never lands last
+
+    def _empty(self) -> None:
+        self._keys = KeyStore()
+        self._subscribed: set[str] = set()
+        self._key_position = 0
+        self._subscription_position = 0
+        self._spend = MonthSpend()
+        # Keys whose limit may be new: the spend they already have is loaded next. Kept until that
+        # load has succeeded, so a catch-up that fails in between does not lose them.
+        self._newly_limited: list[str] = []
 
     @property
     def fresh(self) -> bool:
@@ -166,33 +147,34 @@ class KeyCache:
 
     async def _catch_up(self, connection: asyncpg.Connection) -> None:
         if self._reload:
+            # The tables were rewritten: what is held proves nothing now. Emptied first (never two
+            # copies of a million keys at once), and not fresh until the load below has returned,
+            # so verification asks the database meanwhile. A load that fails halfway goes on from
+            # its positions at the next catch-up, as a first load does.
             self._reload = False  # first: a reset notified during the load asks for another one
-            fresh = KeyCache()
-            try:
-                await fresh._catch_up(connection)
-            except BaseException:  # failed or cancelled halfway: the next catch-up loads again
-                self._reload = True
-                raise
-            self._keys, self._subscribed, self._spend = fresh._keys, fresh._subscribed, fresh._spend
-            self._key_position, self._subscription_position = (
-                fresh._key_position,
-                fresh._subscription_position,
-            )
-            return
-        # In pages (keyset on updated_position, unique: one event changes one key), so a first load of
-        # a million keys never holds all their rows at once.
-        limited_now = []  # keys whose limit may be new: the spend they already have is loaded below
+            self._confirmed_at = float("-inf")
+            self._empty()
+        # In pages (keyset on updated_position, unique: one event changes one key), each applied to
+        # the store at once, so a first load of a million keys never holds all their rows.
         while rows := await accounts.key_changes(connection, self._key_position, PAGE):
             for row in rows:
                 if row["active"]:
-                    self._keys[row["key_digest"]] = KeyEntry.of(row)
-                    if row["monthly_spend_limit_chf"] is not None:
-                        limited_now.append(row["key_id"])
+                    expires_at, limit = row["expires_at"], row["monthly_spend_limit_chf"]
+                    self._keys.put(
+                        row["key_digest"],
+                        row["key_id"],
+                        row["account_id"],
+                        None if expires_at is None else expires_at.timestamp(),
+                        limit,
+                    )
+                    if limit is not None:
+                        self._newly_limited.append(row["key_id"])
                 else:
-                    self._keys.pop(row["key_digest"], None)
+                    self._keys.remove(row["key_digest"])
                     self._spend.forget(row["key_id"])
             self._key_position = rows[-1]["updated_position"]
-        await self._spend.catch_up(connection, limited_now, time.time())
+        await self._spend.catch_up(connection, self._newly_limited, time.time())
+        self._newly_limited = []
         for row in await accounts.subscription_changes(connection, self._subscription_position):
             if row["active"]:
                 self._subscribed.add(row["account_id"])

@@ -8,7 +8,6 @@ from dataclasses import replace
 
 from events.account import SetSubscription
 from service.app import commands
-from service.cli import gunicorn_master
 from service.cli.database import resolve_database
 from service.config import Settings, from_environment
 from service.http import serving
@@ -76,6 +75,8 @@ async def _prepare_database(settings: Settings) -> list[str]:
 
 def serve(args: argparse.Namespace) -> int:
     if args.workers > 1:
+        from service.cli import gunicorn_master  # only then: gunicorn costs one process 3 MB
+
         gunicorn_master.share_metrics()  # first: it may start this command again
     settings = from_environment()
     settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)

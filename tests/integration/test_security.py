@@ -113,10 +113,10 @@ async def test_the_service_token_is_compared_in_constant_time(client, compare_di
 
 
 async def test_verification_looks_a_key_up_by_its_sha256_digest_only(client, monkeypatch):
-    """The key cache is a dict from the SHA-256 digest of each key to its entry. A lookup hashes the
-    digest the caller's key produces; its timing can at most reveal something about stored
+    """The key cache is a hash table from the SHA-256 digest of each key to its entry. A lookup hashes
+    the digest the caller's key produces; its timing can at most reveal something about stored
     digests, and a digest is worthless to an attacker: finding a key from it means inverting
-    SHA-256 on 256 random bits. So a dict lookup needs no constant-time comparison, as long as
+    SHA-256 on 256 random bits. So a table lookup needs no constant-time comparison, as long as
     the raw key never reaches the cache: this test shows it does not."""
     key = await verified_key(client)
     looked_up: list = []
