@@ -175,6 +175,15 @@ class Pool:
         await self._pool.close()
 
 
+async def _no_session_state_to_reset(connection: asyncpg.Connection) -> None:
+    """A released connection needs no reset query. asyncpg rolls back an open transaction and drops
+    listeners before calling this; its default would then send `pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL` on every release, one more round trip per request. Pooled connections hold
+    no session state to undo: the append lock is transaction-scoped, cursors live in transactions,
+    and session locks, LISTEN and search_path belong to dedicated connections (`connect`, replay,
+    migrations). SET ROLE in `_init_connection` is the one session setting, and it must stay."""
+
+
 async def create_pool(database_url: str, max_size: int = 10) -> Pool:
     """The pool of a process. min_size 0: no background task keeps reconnecting (and logging) while
     the database is away; connections open on demand and stay open while used."""
@@ -185,6 +194,7 @@ async def create_pool(database_url: str, max_size: int = 10) -> Pool:
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         init=_init_connection,
+        reset=_no_session_state_to_reset,
         command_timeout=30,
         timeout=DEADLINE,  # to connect, also for connections no request waits for
     )
