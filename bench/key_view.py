@@ -2,15 +2,22 @@
 
 The log is filled in SQL as the database owner (the point is the size of the log and projections, not
 how they got there): UsageRecorded rows over many keys and accounts and the last 35 days, with
-idempotency keys but no hash (the chain is not what is measured), then projected as the projector does.
+idempotency keys but no hash (the chain is not what is measured), then projected as the projector does,
+and checked: the usage projections the view reads must hold every one of those events.
+
+Both stores live on the same server at the same time, each with its own `keyledger serve`, and their
+runs alternate (empty, full, empty, full, …) so that the load of a shared machine falls on both alike.
 """
 
 import asyncio
+import os
+import statistics
 import time
+from pathlib import Path
 
 import asyncpg
 
-from bench.harness import Context, Figure, median_of, service, user_token, wrk
+from bench.harness import SERVICE_PIDS, Context, Figure, service, user_token, wrk
 from events import apikey
 from events.account import CreateKey
 from projections import usage
@@ -20,6 +27,7 @@ from service.store import db
 ACCOUNT = "acct_view"
 CONNECTIONS = 8
 KEYS = 10_000  # usage is spread over this many keys, five per account; the viewed key is one of them
+GOAL_MS, GOAL_RATIO = 3.0, 1.1  # issue 13: p99 at most 3 ms and at most 1.1 x the empty store
 
 CHUNK = 500_000
 _LOAD = """
@@ -76,49 +84,67 @@ async def fill(url: str, events: int, key_id: str) -> None:
 
         await asyncio.gather(insert(connections[0]), insert(connections[1]), project(connections[2]))
         await connections[0].execute("SELECT setval('events_position_seq', $1)", base + events)
+        projected = await connections[0].fetchval(
+            "SELECT (SELECT sum(requests) FROM key_usage_totals) + (SELECT sum(requests) FROM key_usage_daily)"
+        )
+        if projected != 2 * events:
+            raise RuntimeError(f"the usage projections hold {projected / 2:,.0f} of {events:,} events")
         await connections[0].execute("VACUUM ANALYZE")
+        # The load's dirty pages are written now, not by the checkpointer during the measurement.
+        await connections[0].execute("CHECKPOINT")
     finally:
         for connection in connections:
             await connection.close()
 
 
-async def view_latency(url: str, key_id: str, seconds: int, repeats: int) -> tuple[float, float, list[float]]:
-    """Median p50 and p99 (ms) of the key view under wrk, and every run's p99."""
-    async with service(url) as port:
-        target = f"http://127.0.0.1:{port}/api/v1/accounts/user/api-keys/{key_id}/"
-        headers = {"Authorization": f"Bearer {user_token(ACCOUNT)}"}
-        p50s = []
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-        async def p99() -> float:
-            result = await asyncio.to_thread(
-                wrk, target, seconds=seconds, connections=CONNECTIONS, headers=headers
-            )
-            if result.errors:
-                raise RuntimeError(f"{result.errors} errors while loading {target}")
-            p50s.append(result.p50_ms)
-            return result.p99_ms
 
-        p99_median, runs = await median_of(repeats, p99)
-    return sorted(p50s)[len(p50s) // 2], p99_median, runs
+async def view_latency(port: int, key_id: str, seconds: int) -> tuple[float, float, float]:
+    """p50 and p99 (ms) of the key view under wrk, and the service's CPU time per view (µs): latency
+    on a shared machine says as much about the neighbours, CPU per view about the view."""
+    target = f"http://127.0.0.1:{port}/api/v1/accounts/user/api-keys/{key_id}/"
+    headers = {"Authorization": f"Bearer {user_token(ACCOUNT)}"}
+    cpu_before = cpu_seconds(SERVICE_PIDS[port])
+    result = await asyncio.to_thread(wrk, target, seconds=seconds, connections=CONNECTIONS, headers=headers)
+    cpu = cpu_seconds(SERVICE_PIDS[port]) - cpu_before
+    if result.errors:
+        raise RuntimeError(f"{result.errors} errors while loading {target}")
+    return result.p50_ms, result.p99_ms, cpu * 1e6 / (result.requests_per_second * seconds)
 
 
 async def run(context: Context) -> list[Figure]:
     events = context.size(full=10_000_000, quick=10_000)
     seconds = context.size(full=10, quick=1)
-    async with context.database() as url:
-        key_id = await create_key(url)
-        empty_p50, empty_p99, _ = await view_latency(url, key_id, seconds, context.repeats)
+    async with context.database() as empty_url, context.database() as full_url:
+        empty_key, full_key = await create_key(empty_url), await create_key(full_url)
         started = time.monotonic()
-        await fill(url, events, key_id)
+        await fill(full_url, events, full_key)
         load_seconds = time.monotonic() - started
-        p50, p99, runs = await view_latency(url, key_id, seconds, context.repeats)
+        async with service(empty_url) as empty_port, service(full_url) as full_port:
+            for port, key_id in ((empty_port, empty_key), (full_port, full_key)):  # statements prepared
+                await view_latency(port, key_id, 1)
+            empty, full = [], []
+            for _ in range(context.repeats):
+                empty.append(await view_latency(empty_port, empty_key, seconds))
+                full.append(await view_latency(full_port, full_key, seconds))
+    p50, p99, cpu = (statistics.median(column) for column in zip(*full, strict=True))
+    empty_p50, empty_p99, empty_cpu = (statistics.median(column) for column in zip(*empty, strict=True))
     note = (
         f"{events:,} UsageRecorded events over {KEYS:,} keys and 35 days, loaded and projected in "
-        f"{load_seconds:.0f} s (bulk SQL as owner, hash column NULL); wrk, {CONNECTIONS} connections"
+        f"{load_seconds:.0f} s (bulk SQL as owner, hash column NULL); wrk, {CONNECTIONS} connections, "
+        f"{seconds} s a run; empty-store runs (p99 ms) {[run[1] for run in empty]}"
     )
+    met = p99 <= GOAL_MS and p99 <= GOAL_RATIO * empty_p99
     return [
         Figure("key_view", f"p50 of a key view, {events:,} usage events stored", p50, "ms",
                "same view, empty store", empty_p50, note=note),
         Figure("key_view", f"p99 of a key view, {events:,} usage events stored", p99, "ms",
-               "same view, empty store", empty_p99, "≤ 5 ms", p99 <= 5, runs, note),
+               "same view, empty store", empty_p99, f"≤ {GOAL_MS:g} ms and ≤ {GOAL_RATIO:g} x empty", met,
+               [run[1] for run in full], note),
+        Figure("key_view", f"service CPU per key view, {events:,} usage events stored", cpu, "µs",
+               "same view, empty store", empty_cpu, runs=[run[2] for run in full], note=note),
     ]  # fmt: skip

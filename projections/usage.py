@@ -110,30 +110,6 @@ class KeyUsage:
     daily: dict[date, tuple[int, Decimal]] = field(default_factory=dict)
 
 
-async def usage_of_keys(
-    connection: asyncpg.Connection, key_ids: list[str], since: date
-) -> dict[str, KeyUsage]:
-    """Totals and the daily buckets from `since` on, for each key that has any usage."""
-    usage = {}
-    # One snapshot for both reads: the projector may commit between them.
-    async with connection.transaction(isolation="repeatable_read", readonly=True):
-        totals = await connection.fetch(
-            "SELECT key_id, requests, cost_chf, last_used_at FROM key_usage_totals WHERE key_id = ANY($1)",
-            key_ids,
-        )
-        daily = await connection.fetch(
-            """SELECT key_id, day, requests, cost_chf FROM key_usage_daily
-               WHERE key_id = ANY($1) AND day >= $2""",
-            key_ids,
-            since,
-        )
-    for row in totals:
-        usage[row["key_id"]] = KeyUsage(row["requests"], row["cost_chf"], row["last_used_at"])
-    for row in daily:
-        usage[row["key_id"]].daily[row["day"]] = (row["requests"], row["cost_chf"])
-    return usage
-
-
 def window(today: date | None = None) -> list[date]:
     """The last 30 UTC days, oldest first, today last."""
     today = today or datetime.now(UTC).date()

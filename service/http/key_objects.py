@@ -1,5 +1,7 @@
-"""The key object of the API (id, name, mask, status, usage), from the key and usage projections."""
+"""The key object of the API (id, name, mask, status, usage), from the key and usage projections, or
+folded from the log (time travel)."""
 
+import functools
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -7,10 +9,13 @@ import asyncpg
 
 from events.errors import KeyNotFound
 from events.usage import chf_text
-from projections import accounts, usage
+from projections import key_view, usage
+from projections.key_view import Window
 from projections.usage import KeyUsage
 from service.http.responses import DailyUsage, KeyObject, MonthUsage, RecentUsage, UsageSummary
 from service.store.db import Pool
+
+ZERO_CHF = chf_text(Decimal(0))
 
 
 def usage_block(key_usage: KeyUsage | None, days: list[date]) -> UsageSummary:
@@ -40,8 +45,8 @@ def month_start(days: list[date]) -> date:
 
 
 def key_object(row, key_usage: KeyUsage | None, days: list[date], now: datetime) -> KeyObject:
-    """`row`: an api_keys row, from the table or folded from the log (projections.key_rows), as it
-    stands at `now`."""
+    """`row`: an api_keys row folded from the log (projections.key_rows) as it stood at `now`, with
+    that moment's usage (time travel)."""
     limit = row["monthly_spend_limit_chf"]
     return KeyObject(
         id=row["key_id"],
@@ -67,19 +72,57 @@ def status_at(row, now: datetime) -> str:
     return "expired" if expires_at is not None and expires_at <= now else "active"
 
 
-async def key_objects(connection: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[KeyObject]:
+@functools.lru_cache(maxsize=4)
+def window_of(today: date) -> tuple[Window, tuple[str, ...]]:
+    """Today's window and its days as the API writes them, made once a day."""
+    days = usage.window(today)
+    return Window(days[0], today, month_start(days)), tuple(day.isoformat() for day in days)
+
+
+def viewed_key_object(row: asyncpg.Record, days: tuple[str, ...], now: datetime) -> KeyObject:
+    """The key object of a projections.key_view row, whose amounts are CHF text already."""
+    daily = [DailyUsage(day, 0, ZERO_CHF) for day in days]
+    if (offsets := row["day_offsets"]) is not None:
+        for offset, requests, cost in zip(offsets, row["day_requests"], row["day_costs"], strict=True):
+            daily[offset] = DailyUsage(days[offset], requests, cost)
+    return KeyObject(
+        id=row["key_id"],
+        name=row["name"],
+        masked_key=row["masked_key"],
+        status=status_at(row, now),
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+        last_used_at=row["last_used_at"],
+        expires_at=row["expires_at"],
+        monthly_spend_limit_chf=row["monthly_spend_limit_chf"],
+        rotated_from=row["rotated_from"],
+        rotated_to=row["rotated_to"],
+        revoked_reason=row["revoked_reason"],
+        usage=UsageSummary(
+            total_requests=row["total_requests"],
+            total_cost_chf=row["total_cost_chf"],
+            last_30_days=RecentUsage(row["recent_requests"], row["recent_cost_chf"], daily),
+            this_month=MonthUsage(row["month_requests"], row["month_cost_chf"]),
+        ),
+    )
+
+
+async def key_objects(connection: asyncpg.Connection, account_id: str) -> list[KeyObject]:
+    """Every key of the account, newest first."""
     now = datetime.now(UTC)
-    days = usage.window(now.date())
-    since = min(days[0], month_start(days))  # day 31 of a month: its first day is not in the window
-    usage_by_key = await usage.usage_of_keys(connection, [row["key_id"] for row in rows], since)
-    return [key_object(row, usage_by_key.get(row["key_id"]), days, now) for row in rows]
+    window, days = window_of(now.date())
+    return [
+        viewed_key_object(row, days, now)
+        for row in await key_view.keys_with_usage(connection, account_id, window)
+    ]
 
 
 async def one_key_object(pool: Pool, account_id: str, key_id: str) -> KeyObject:
     """The key of this account, or KeyNotFound (also for another account's key)."""
+    now = datetime.now(UTC)
+    window, days = window_of(now.date())
     async with pool.acquire() as connection:
-        row = await accounts.get_key(connection, account_id, key_id)
-        if row is None:
-            raise KeyNotFound()
-        [key] = await key_objects(connection, [row])
-    return key
+        row = await key_view.key_with_usage(connection, account_id, key_id, window)
+    if row is None:
+        raise KeyNotFound()
+    return viewed_key_object(row, days, now)

@@ -181,12 +181,13 @@ class Pool:
         await self._pool.close()
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """What a released connection is reset with: nothing more than asyncpg does anyway (roll back a
-    transaction left open, drop its listeners). Pooled connections hold no other session state: their
-    locks are transaction-scoped, they declare no cursor, LISTEN and SET nothing but the role set when
-    they connect; listeners and leaders have connections of their own. The default reset (unlock all,
-    CLOSE ALL, UNLISTEN *, RESET ALL) would cost a round trip on every release."""
+async def _no_session_state_to_reset(connection: asyncpg.Connection) -> None:
+    """A released connection needs no reset query. asyncpg rolls back an open transaction and drops
+    listeners before calling this; its default would then send `pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL` on every release, one more round trip per request. Pooled connections hold
+    no session state to undo: the append lock is transaction-scoped, cursors live in transactions,
+    and session locks, LISTEN and search_path belong to dedicated connections (`connect`, replay,
+    migrations). SET ROLE in `_init_connection` is the one session setting, and it must stay."""
 
 
 async def create_pool(database_url: str, max_size: int = 10) -> Pool:
@@ -199,7 +200,7 @@ async def create_pool(database_url: str, max_size: int = 10) -> Pool:
         max_queries=50_000,
         max_inactive_connection_lifetime=300.0,
         init=_init_connection,
-        reset=_keep_session,
+        reset=_no_session_state_to_reset,
         command_timeout=30,
         timeout=DEADLINE,  # to connect, also for connections no request waits for
     )

@@ -106,8 +106,7 @@ async def list_keys(request: web.Request) -> web.Response:
     as_of = params.as_of(request.query)
     async with request.app[POOL].acquire() as connection:
         if as_of is None:
-            rows = await accounts_projection.list_keys(connection, principal.account_id)
-            keys = await key_objects(connection, rows)
+            keys = await key_objects(connection, principal.account_id)
         else:
             past = await time_travel.keys_as_of(connection, principal.account_id, as_of)
             keys = [key_object(row, past.usage.get(row["key_id"]), past.days, as_of) for row in past.rows]
