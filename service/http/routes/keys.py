@@ -1,6 +1,5 @@
 """Management of an account's keys, at the paths of the public authentication page."""
 
-import asyncio
 import re
 import uuid
 from datetime import UTC, datetime
@@ -56,15 +55,11 @@ def metadata(request: web.Request, principal: Principal) -> dict:
 
 
 async def _apply(request: web.Request, principal: Principal, command: Command, key_id: str) -> KeyObject:
-    """Run a lifecycle command; this process's key cache reflects it before the key is answered. The
-    key object (with its usage, which has to be read) and the cache's catch-up both follow the commit,
-    so they run at the same time."""
+    """Run a lifecycle command; this process's key cache reflects it before the key is answered."""
     pool = request.app[POOL]
     await commands.execute(pool, principal.account_id, command, metadata(request, principal))
-    _, key = await asyncio.gather(
-        request.app[KEY_CACHE].after_own_command(pool), one_key_object(pool, principal.account_id, key_id)
-    )
-    return key
+    await request.app[KEY_CACHE].after_own_command(pool)
+    return await one_key_object(pool, principal.account_id, key_id)
 
 
 async def _created(
