@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from events import apikey
-from service.http.app import create_app
+from service.http.app import KEY_CACHE_CONNECTION, create_app
 from service.http.appkeys import KEY_CACHE
 from tests.helpers import (
     VERIFY,
@@ -298,20 +298,14 @@ async def test_a_key_created_through_one_instance_passes_on_another_within_a_sec
 
 
 async def key_cache_backends(admin, waiting_on_a_lock: bool = False) -> list[int]:
-    """The backend of the key cache's listening connection.
-
-    pg_stat_activity shows a connection's last statement, not the LISTEN it ran once: the key cache
-    catches up right after listening (and every second), so its connection is the one whose last
-    statement is a catch-up read by position. The projector listens on keyledger_usage and never
-    runs those; pool connections read api_keys and subscriptions only joined together.
-    """
+    """The backend of the key cache's listening connection, by its application_name (pool connections
+    run the same catch-up reads after a command of their process, so the query text does not tell)."""
     rows = await admin.fetch(
         """SELECT pid FROM pg_stat_activity
-           WHERE datname = current_database() AND pid <> pg_backend_pid()
-             AND (query LIKE '%FROM subscriptions WHERE updated_position > $1%'
-                  OR query LIKE '%FROM api_keys WHERE updated_position > $1%')
+           WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = $2
              AND (NOT $1 OR wait_event_type = 'Lock')""",
         waiting_on_a_lock,
+        KEY_CACHE_CONNECTION,
     )
     return [row["pid"] for row in rows]
 
