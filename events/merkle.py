@@ -160,3 +160,36 @@ def verify_consistency(
             sr = node_hash(sr, c)
         fn, sn = fn >> 1, sn >> 1
     return sn == 0 and fr == first_root and sr == second_root
+
+
+class Frontier:
+    """The right edge of a growing tree: the roots of its perfect subtrees, largest first, one per set
+    bit of its size. Appending a leaf completes the subtrees it closes; the tree writer stores those at
+    levels ≥ `keep_from` and keeps the frontier itself beside them, so it resumes where it stopped."""
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()):
+        if len(hashes) != size.bit_count():
+            raise ValueError(f"a frontier of a tree of {size} leaves holds {size.bit_count()} hashes")
+        self.size, self.hashes = size, list(hashes)
+
+    def append(self, leaf: bytes, keep_from: int, completed: list[tuple[int, int, bytes]]) -> None:
+        """Add a leaf hash; every perfect subtree it completes at level ≥ keep_from is added to
+        `completed` as (level, index, hash)."""
+        node, level, size = leaf, 0, self.size
+        hashes = self.hashes
+        while size & 1:
+            node = node_hash(hashes.pop(), node)
+            size >>= 1
+            level += 1
+            if level >= keep_from:
+                completed.append((level, size, node))
+        hashes.append(node)
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self.hashes:
+            return EMPTY_ROOT
+        result = self.hashes[-1]
+        for left in reversed(self.hashes[:-1]):
+            result = node_hash(left, result)
+        return result

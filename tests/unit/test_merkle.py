@@ -197,3 +197,17 @@ def test_pymerkle_computes_the_same_root_for_every_size():
         index = (i * 7919) % size
         proof = tree.prove_inclusion(index + 1, size)  # pymerkle counts leaves from one
         pymerkle_verify_inclusion(d[index], merkle.root(d), proof)
+
+
+def test_the_frontier_completes_every_perfect_subtree_once_and_knows_the_root():
+    leaves = [hashlib.sha256(b"%d" % i).digest() for i in range(300)]
+    frontier, completed = merkle.Frontier(), []
+    for n, leaf in enumerate(leaves, start=1):
+        frontier.append(leaf, 2, completed)
+        assert frontier.root() == merkle.root(leaves[:n])
+    expected = [(level, index) for level in range(2, 9) for index in range(300 >> level)]
+    assert sorted((level, index) for level, index, _ in completed) == expected
+    for level, index, node in completed:
+        assert node == merkle.root(leaves[index << level : (index + 1) << level])
+    resumed = merkle.Frontier(frontier.size, frontier.hashes)
+    assert resumed.root() == merkle.root(leaves)
