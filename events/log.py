@@ -37,6 +37,7 @@ MIGRATION_LOCK = 0x6B65796C65646701  # one migrator at a time
 # visible in order and a reader of `position > last_seen` never skips a late commit.
 APPEND_LOCK = 0x6B65796C65646702
 PROJECTOR_LOCK = 0x6B65796C65646703  # the one projector per database
+TREE_LOCK = 0x6B65796C65646704  # the one Merkle tree writer per database
 REPLAY_LOCK = 0x6B65796C65646710  # one replay at a time: replays share the shadow schema
 
 # NOTIFY channels. A notification is delivered on commit and lost while nobody listens: listeners

@@ -115,7 +115,10 @@ async def admin(database_url) -> asyncpg.Connection:
 
 @pytest.fixture
 def settings(database_url) -> Settings:
-    return Settings(database_url=database_url, jwt_secret=JWT_SECRET, service_token=SERVICE_TOKEN)
+    # checkpoint_interval 0: the tree writer signs each batch, so settle() sees no checkpoint pending
+    return Settings(
+        database_url=database_url, jwt_secret=JWT_SECRET, service_token=SERVICE_TOKEN, checkpoint_interval=0
+    )
 
 
 @pytest.fixture

@@ -218,10 +218,14 @@ async def wait_until(
 
 
 async def settle(admin: asyncpg.Connection) -> None:
-    """Wait until the app's background projector has run and folded every event: it writes tables on
-    its own (its first batch creates its checkpoint row), which a test comparing tables must await."""
+    """Wait until the app's background projector and tree writer have run and folded every event: they
+    write tables on their own (the projector's first batch creates its checkpoint row, the tree writer
+    signs a checkpoint of the tree: at once with conftest's settings), which a test comparing tables
+    must await."""
     query = """SELECT coalesce((SELECT position FROM projector_checkpoints WHERE projector = 'usage'), -1)
-                      >= coalesce((SELECT max(position) FROM events), 0)"""
+                      >= coalesce((SELECT max(position) FROM events), 0)
+                  AND (SELECT last_position FROM merkle_tree_state) >= coalesce((SELECT max(position) FROM events), 0)
+                  AND (SELECT max(tree_size) FROM checkpoints) = (SELECT tree_size FROM merkle_tree_state)"""
     await wait_until(lambda: admin.fetchval(query), within=5)
 
 

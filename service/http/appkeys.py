@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from events.note import Signer
 from projections.projector import Projector
 from service.app.keycache import KeyCache
 from service.config import Settings
@@ -13,3 +14,4 @@ POOL = web.AppKey("pool", Pool)
 TOKENS = web.AppKey("tokens", TokenVerifier)
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
 PROJECTOR = web.AppKey("projector", Projector)
+SIGNER = web.AppKey("checkpoint_signer", Signer)
