@@ -113,6 +113,9 @@ def from_environment(environ: dict[str, str] | None = None) -> Settings:
         secret_scanning_keys=read_secret_scanning_keys(env.get(SECRET_SCANNING_KEYS) or None),
         checkpoint_key=env.get("KEYLEDGER_CHECKPOINT_KEY") or None,
         log_origin=env.get("KEYLEDGER_LOG_ORIGIN") or "keyledger.local/log",
+        checkpoint_interval=float(
+            _whole_number(env, "KEYLEDGER_CHECKPOINT_INTERVAL", default=10, lowest=0, highest=10)
+        ),
     )
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import contextlib
+import hashlib
 import inspect
 import io
 import json
@@ -15,11 +16,15 @@ import asyncpg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from events.note import Signer
 from service.http.auth import issue_token
 
 # The credentials every test service is configured with (conftest's `settings`, tests/processes.py).
 JWT_SECRET = "test-secret-" + "x" * 40
 SERVICE_TOKEN = "test-service-token"
+# The checkpoints' note signer key of the test services (processes and conftest's `settings`).
+CHECKPOINT_SIGNER = Signer("keyledger.local/log", hashlib.sha256(b"keyledger test checkpoint key").digest())
+CHECKPOINT_KEY = CHECKPOINT_SIGNER.secret_text()
 
 KEYS = "/api/v1/accounts/user/api-keys"
 # Every field of a key object (SPEC: all present on every key object, null when unset).

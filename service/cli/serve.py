@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from events.account import SetSubscription
 from service.app import commands
-from service.cli import gunicorn_master
+from service.cli import checkpoints, gunicorn_master
 from service.cli.database import resolve_database
 from service.config import Settings, from_environment
 from service.http import serving
@@ -81,10 +81,13 @@ def serve(args: argparse.Namespace) -> int:
     settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
     with ExitStack() as stack:
         settings = resolve_database(settings, stack)
+        signer = checkpoints.kept_signer(settings, make=True)
+        settings = replace(settings, checkpoint_key=signer.secret_text())
         applied = asyncio.run(_prepare_database(settings))
         if applied:
             print(f"Applied migrations: {', '.join(applied)}", flush=True)
         print(_banner(settings, not os.environ.get("KEYLEDGER_SERVICE_TOKEN")), flush=True)
+        print(f"\nCheckpoints verify with: {signer.verifier.text()}", flush=True)
         if args.workers > 1:
             gunicorn_master.run(settings, args.workers)  # exits with gunicorn's status
         else:

@@ -13,6 +13,8 @@ from events import merkle
 from events.note import Checkpoint, open_note
 from service.http.appkeys import SIGNER
 from tests.helpers import (
+    CHECKPOINT_KEY,
+    CHECKPOINT_SIGNER,
     auth,
     create_key,
     expect,
@@ -159,3 +161,30 @@ async def test_an_account_user_proves_its_keys_history_against_one_signed_checkp
     await expect_error(
         await client.get(path + "?proof=yes", headers=auth("acct_owner")), 400, "invalid_request"
     )
+
+
+async def test_the_signer_key_is_in_no_table_and_no_answer(client, admin):
+    key = await create_key(client, "acct_owner")
+    await tree_covers_log(admin)
+    history = f"/api/v1/accounts/user/api-keys/{key['id']}/events/?proof=true"
+    answers = [
+        await (await client.get(f"{AUDIT}/checkpoint", headers=service_headers())).text(),
+        await (
+            await client.get(f"{AUDIT}/proof/inclusion?leaf_index=0&tree_size=1", headers=service_headers())
+        ).text(),
+        await (await client.get(history, headers=auth("acct_owner"))).text(),
+        await (await client.get("/openapi.json")).text(),
+    ]
+    tables = await admin.fetch(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+    )
+    for row in tables:
+        answers.append(
+            await admin.fetchval(
+                f"SELECT coalesce(string_agg(t::text, E'\\n'), '') FROM public.\"{row[0]}\" t"
+            )
+        )
+    seed = CHECKPOINT_KEY.rsplit("+", 1)[1]
+    assert client.server.app[SIGNER].verifier == CHECKPOINT_SIGNER.verifier
+    for text in answers:
+        assert "PRIVATE+KEY" not in text and seed not in text

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from events import apikey
+from events.note import Signer
 from service.app.keycache import KeyCache
 from service.config import ConfigError, Settings, from_environment, read_secret_scanning_keys
 from service.http.access_log import AccessLog
@@ -32,6 +33,7 @@ from service.http.auth import TokenVerifier
 from service.http.errors import ApiError
 from tests import log_guard
 from tests.helpers import (
+    CHECKPOINT_KEY,
     JWT_SECRET,
     KEYS,
     SECRET_SCANNING,
@@ -214,6 +216,8 @@ SECRET_LINES = {
     "a JWT": f"Authorization: Bearer {token_for('acct_1')}",
     "the test service token": f"service call with {SERVICE_TOKEN}",
     "the test JWT secret": f"secret is {JWT_SECRET}",
+    "a note signer key": f"signing with {Signer.generate('keyledger.local/log').secret_text()}",
+    "the test checkpoint key": f"seed {CHECKPOINT_KEY.rsplit('+', 1)[1]}",
 }
 
 
