@@ -102,6 +102,28 @@ async def wait_for_tree(connection: asyncpg.Connection, position: int, within: f
         await asyncio.sleep(0.05)
 
 
+async def log_reaches(connection: asyncpg.Connection, size: int) -> bool:
+    """Whether the log holds `size` events; if the tree lags behind them, wait until it holds them too
+    (TreeBehind after a few seconds)."""
+    current = await tree.state(connection)
+    if size <= current.size:
+        return True
+    behind = await connection.fetchval(
+        "SELECT count(*) FROM (SELECT FROM events WHERE position > $1 LIMIT $2) AS newer",
+        current.last_position,
+        size - current.size,
+    )
+    if current.size + behind < size:
+        return False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3.0
+    while await tree.tree_size(connection) < size:
+        if loop.time() > deadline:
+            raise TreeBehind(f"the Merkle tree does not hold {size} events yet")
+        await asyncio.sleep(0.05)
+    return True
+
+
 async def inclusion_of(
     connection: asyncpg.Connection, signer: Signer, origin: str, positions: list[int]
 ) -> tuple[int, str, dict[int, tuple[int, bytes, list[bytes]]]]:

@@ -33,6 +33,7 @@ from service.http.app import create_app
 from service.http.bodies import DEFAULT_BODY_LIMIT, LARGEST_BODY_LIMIT
 from service.store.db import with_database
 from tests.helpers import (
+    CHECKPOINT_KEY,
     JWT_SECRET,
     KEYS,
     SERVICE_TOKEN,
@@ -86,7 +87,13 @@ async def database(server_url, template_database) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 def settings(database) -> Settings:
-    return Settings(database_url=database, jwt_secret=JWT_SECRET, service_token=SERVICE_TOKEN)
+    return Settings(
+        database_url=database,
+        jwt_secret=JWT_SECRET,
+        service_token=SERVICE_TOKEN,
+        checkpoint_key=CHECKPOINT_KEY,
+        checkpoint_interval=0,  # as conftest's: settle() then finds no checkpoint pending
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

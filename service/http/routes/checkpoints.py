@@ -53,11 +53,9 @@ def _required(request: web.Request, name: str) -> int:
     return params.whole_number(request, name, 0, 0, LARGEST)
 
 
-def _within_tree(name: str, size: int, current: int) -> None:
-    if size > current:
-        raise ApiError(
-            400, "invalid_request", f"{name} {size} is beyond the log: its tree holds {current} events."
-        )
+async def _within_log(connection, name: str, size: int) -> None:
+    if not await checkpoints.log_reaches(connection, size):
+        raise ApiError(400, "invalid_request", f"{name} {size} is beyond the log: it holds fewer events.")
 
 
 @routes.get("/api/v1/audit/checkpoint")
@@ -71,7 +69,7 @@ async def checkpoint(request: web.Request) -> web.Response:
                 connection, request.app[SIGNER], settings.log_origin, 0
             )
         else:
-            _within_tree("tree_size", size, await tree.tree_size(connection))
+            await _within_log(connection, "tree_size", size)
             kept = await tree.checkpoint(connection, size)
             if kept is None:
                 raise ApiError(404, "not_found", f"No checkpoint of tree_size {size} was made.")
@@ -86,7 +84,7 @@ async def inclusion(request: web.Request) -> web.Response:
     if index >= size:
         raise ApiError(400, "invalid_request", f"leaf_index must be below tree_size ({size}).")
     async with request.app[POOL].acquire() as connection:
-        _within_tree("tree_size", size, await tree.tree_size(connection))
+        await _within_log(connection, "tree_size", size)
         proof = await tree.inclusion(connection, index, size)
     return json_response(
         InclusionProof(index, size, b64(proof.leaf_hash), proof.position, [b64(h) for h in proof.hashes])
@@ -102,7 +100,7 @@ async def consistency(request: web.Request) -> web.Response:
     if first > second:
         raise ApiError(400, "invalid_request", f"first must not be above second ({second}).")
     async with request.app[POOL].acquire() as connection:
-        _within_tree("second", second, await tree.tree_size(connection))
+        await _within_log(connection, "second", second)
         hashes = await tree.consistency(connection, first, second)
     return json_response(ConsistencyProof(first, second, [b64(h) for h in hashes]))
 
