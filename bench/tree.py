@@ -1,16 +1,21 @@
 """The Merkle tree (issue 14): leaves/s building the stored tree of a 1,000,000-event log with
 service/store/tree.build (baseline: a plain read of the same positions and hashes in the same
 batches), and the p99 latency of an inclusion and a consistency proof at random leaves and sizes of
-that tree (baseline: the p99 of reading one event by its position)."""
+that tree (baseline: the p99 of reading one event by its position); and the ingest figure of
+bench/ingest.py with the tree kept up to date by the running service, against the same service with
+its tree writer held off (this benchmark holds TREE_LOCK, so no writer leads), runs interleaved."""
 
+import asyncio
 import random
 import statistics
 import time
 
 import asyncpg
 
-from bench.harness import Context, Figure, median_of
+from bench import ingest
+from bench.harness import Context, Figure, median_of, service
 from events import merkle
+from events.log import TREE_LOCK
 from service.store import db, tree
 
 BATCH = 50_000
@@ -99,6 +104,57 @@ async def latencies(url: str, events: int, samples: int) -> dict[str, float]:
     return {name: p99(values) for name, values in timings.items()}
 
 
+WRITER = "keyledger tree writer"  # its application_name (service/http/app.py)
+
+
+async def hold_off_the_writer(url: str) -> asyncpg.Connection:
+    """A connection holding TREE_LOCK: the service's writer, its session ended, cannot lead again."""
+    holder = await asyncpg.connect(url)
+    taking = asyncio.ensure_future(holder.execute("SELECT pg_advisory_lock($1)", TREE_LOCK))
+    await asyncio.sleep(0.1)  # queued before the writer's session ends, so it is granted first
+    admin = await asyncpg.connect(url)
+    await admin.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
+        WRITER,
+    )
+    await admin.close()
+    await taking
+    return holder
+
+
+async def tree_caught_up(connection: asyncpg.Connection) -> None:
+    query = "SELECT (SELECT last_position FROM merkle_tree_state) >= (SELECT max(position) FROM events)"
+    while not await connection.fetchval(query):  # noqa: ASYNC110 (a database state, no local event)
+        await asyncio.sleep(0.05)
+
+
+async def ingest_with_and_without(context: Context) -> Figure:
+    count, batch_size = context.size(full=60_000, quick=2_000), ingest.BATCH_SIZES[-1]
+    with_tree, without_tree = [], []
+    async with context.database() as url, service(url) as port:
+        keys = await ingest.create_keys(port)
+        connection = await asyncpg.connect(url)
+        try:
+            for _ in range(context.repeats):
+                await tree_caught_up(connection)
+                batches = ingest.bodies(ingest.usage_events(keys, count), batch_size)
+                with_tree.append(await ingest.ingest_rate(port, connection, batches, count))
+                holder = await hold_off_the_writer(url)
+                batches = ingest.bodies(ingest.usage_events(keys, count), batch_size)
+                without_tree.append(await ingest.ingest_rate(port, connection, batches, count))
+                behind = "SELECT (SELECT last_position FROM merkle_tree_state) < (SELECT max(position) FROM events)"
+                if not await connection.fetchval(behind):
+                    raise RuntimeError("the tree writer ran while held off: the baseline would not be one")
+                await holder.close()  # the writer leads again within a second and catches up
+        finally:
+            await connection.close()
+    rate, bare = statistics.median(with_tree), statistics.median(without_tree)
+    return Figure("tree", f"usage events/s end to end with the tree kept, batches of {batch_size:,}", rate,
+                  "events/s", "the same service with its tree writer held off", bare,
+                  "≥ 0.9 x without the tree", rate >= 0.9 * bare, with_tree,
+                  f"{count:,} events a run, as bench/ingest.py measures, runs interleaved")  # fmt: skip
+
+
 async def run(context: Context) -> list[Figure]:
     events, samples = context.size(full=1_000_000, quick=5_000), context.size(full=2_000, quick=200)
     async with context.database() as url:
@@ -115,4 +171,5 @@ async def run(context: Context) -> list[Figure]:
                "one event read by position, p99", p99s["baseline"], "≤ 5 ms", p99s["inclusion"] <= 5, note=note),
         Figure("tree", f"consistency proof p99 ({events:,} events)", p99s["consistency"], "ms",
                "one event read by position, p99", p99s["baseline"], "≤ 5 ms", p99s["consistency"] <= 5, note=note),
+        await ingest_with_and_without(context),
     ]  # fmt: skip
