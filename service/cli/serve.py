@@ -112,6 +112,6 @@ def register(commands_: argparse._SubParsersAction) -> None:
         default=1,
         help="processes serving the port (default 1). With more, this process is gunicorn's master: it "
         "binds the port, forks the workers and starts one again if it dies; SIGTERM or SIGINT stops them "
-        "gracefully (exit 0). Each holds KEYLEDGER_POOL_MAX_SIZE + 2 database connections.",
+        "gracefully (exit 0). Each holds KEYLEDGER_POOL_MAX_SIZE + 3 database connections.",
     )
     parser.set_defaults(run=serve)

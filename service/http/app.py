@@ -108,10 +108,11 @@ def app_from_environment() -> web.Application:
     made up per process: the service token, the JWT key and the database must all be set there
     (`keyledger serve --workers N` sets the ones it generated or started before gunicorn starts)."""
     settings = from_environment()
-    if settings.development or not os.environ.get("KEYLEDGER_SERVICE_TOKEN") or not settings.database_url:
+    made_up = settings.development or not os.environ.get("KEYLEDGER_SERVICE_TOKEN")
+    if made_up or not settings.database_url or settings.checkpoint_key is None:
         raise ConfigError(
             "Each gunicorn worker reads its settings from the environment: set KEYLEDGER_DATABASE_URL, "
-            "KEYLEDGER_SERVICE_TOKEN and KEYLEDGER_JWT_SECRET (or KEYLEDGER_JWT_PUBLIC_KEY), or run "
-            "`keyledger serve --workers N`, which sets them."
+            "KEYLEDGER_SERVICE_TOKEN and KEYLEDGER_JWT_SECRET (or KEYLEDGER_JWT_PUBLIC_KEY), and "
+            "KEYLEDGER_CHECKPOINT_KEY, or run `keyledger serve --workers N`, which sets them."
         )
     return create_app(settings)
