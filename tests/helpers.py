@@ -236,6 +236,7 @@ async def settle(admin: asyncpg.Connection) -> None:
 
 async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
     """count(*) of every table of the public schema."""
+    await settle(admin)  # the background writers (projector, tree writer) fold what came before
     tables = await admin.fetch(
         """SELECT table_name FROM information_schema.tables
            WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"""
@@ -249,6 +250,7 @@ async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
 
 async def table_digests(admin: asyncpg.Connection) -> dict[str, str]:
     """An MD5 of the contents of every table of the public schema: a change of any row shows."""
+    await settle(admin)  # the background writers (projector, tree writer) fold what came before
     tables = await admin.fetch(
         """SELECT table_name FROM information_schema.tables
            WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"""

@@ -141,7 +141,11 @@ async def test_keys_projected_before_migrations_006_and_007_get_what_a_replay_wo
                 bytes(32),
                 bytes(31) + b"\x01",
             )
-            assert await migrations.migrate(url) == ["006_masked_key.sql", "007_key_lifecycle.sql"]
+            assert await migrations.migrate(url) == [
+                "006_masked_key.sql",
+                "007_key_lifecycle.sql",
+                "009_merkle_tree.sql",
+            ]
             masked = await connection.fetchval(
                 "SELECT masked_key FROM analytics.keys WHERE key_id = 'key_old'"
             )
