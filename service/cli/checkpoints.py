@@ -22,22 +22,16 @@ import msgspec
 from events import merkle
 from events.note import Checkpoint, NoteError, Signer, Verifier, open_note
 from service.config import ConfigError, Settings, from_environment
+from service.http.app import checkpoint_signer, key_name
 
 SIGNER_FILE = "checkpoint-signer.key"
 TOKEN_VARIABLE = "KEYLEDGER_AUDIT_TOKEN"  # the service token or an auditor's JWT, for --url
 
 
-def _key_name(origin: str) -> str:
-    return "".join("-" if c == "+" or c.isspace() else c for c in origin) or "keyledger"
-
-
 def kept_signer(settings: Settings, make: bool) -> Signer | None:
     """The configured signer key, else the one kept in the data folder (made there now when `make`)."""
     if settings.checkpoint_key is not None:
-        try:
-            return Signer.parse(settings.checkpoint_key)
-        except NoteError as error:  # the message names the form, never the key
-            raise ConfigError(f"KEYLEDGER_CHECKPOINT_KEY is not a note signer key: {error}") from None
+        return checkpoint_signer(settings)
     path = settings.data_dir / SIGNER_FILE
     if path.exists():
         try:
@@ -46,7 +40,7 @@ def kept_signer(settings: Settings, make: bool) -> Signer | None:
             raise ConfigError(f"{path} holds no note signer key ({type(error).__name__}): {error}") from None
     if not make:
         return None
-    signer = Signer.generate(_key_name(settings.log_origin))
+    signer = Signer.generate(key_name(settings.log_origin))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:

@@ -92,11 +92,16 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def key_name(origin: str) -> str:
+    """A note key's name for the origin (a name holds no '+' and no space)."""
+    return "".join("-" if c == "+" or c.isspace() else c for c in origin) or "keyledger"
+
+
 def checkpoint_signer(settings: Settings) -> Signer:
     """The configured signer key; without one, a key for this app's lifetime (tests, embedding):
     `keyledger serve` always configures one, so its processes sign with the same key."""
     if settings.checkpoint_key is None:
-        return Signer.generate(settings.log_origin.replace("+", "-").replace(" ", "-") or "keyledger")
+        return Signer.generate(key_name(settings.log_origin))
     try:
         return Signer.parse(settings.checkpoint_key)
     except NoteError as error:  # the message names the form, never the key
