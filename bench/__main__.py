@@ -23,7 +23,7 @@ import asyncpg
 
 from bench.harness import ROOT, Context, Figure, machine
 
-BENCHMARKS = ["verify", "ingest", "lag", "replay", "key_view", "lifecycle", "memory"]
+BENCHMARKS = ["verify", "ingest", "lag", "replay", "key_view", "lifecycle", "memory", "tree"]
 
 
 @contextlib.contextmanager

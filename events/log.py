@@ -37,6 +37,7 @@ MIGRATION_LOCK = 0x6B65796C65646701  # one migrator at a time
 # visible in order and a reader of `position > last_seen` never skips a late commit.
 APPEND_LOCK = 0x6B65796C65646702
 PROJECTOR_LOCK = 0x6B65796C65646703  # the one projector per database
+TREE_LOCK = 0x6B65796C65646704  # the one Merkle tree writer per database
 REPLAY_LOCK = 0x6B65796C65646710  # one replay at a time: replays share the shadow schema
 # The first key of the two-key advisory locks (a space apart from the one-key locks above) that a
 # command holds on its account, the second key being a hash of the account id: one command per account.

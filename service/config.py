@@ -41,6 +41,11 @@ class Settings:
     dashboard_origin: str | None = None  # the one origin allowed to call the API from a browser (CORS)
     # GitHub's secret-scanning public keys by identifier; None: unset, every report is refused
     secret_scanning_keys: Mapping[str, ec.EllipticCurvePublicKey] | None = None
+    # The checkpoints' note signer key (PRIVATE+KEY+…); None: the app makes one for its lifetime, and
+    # `keyledger serve` one kept under data_dir (service/cli/checkpoints.py).
+    checkpoint_key: str | None = field(default=None, repr=False)
+    log_origin: str = "keyledger.local/log"
+    checkpoint_interval: float = 10.0  # seconds; at least this often a checkpoint while the log grows
 
     def __post_init__(self):
         if self.dashboard_origin is not None:
@@ -106,6 +111,11 @@ def from_environment(environ: dict[str, str] | None = None) -> Settings:
         development=development,
         dashboard_origin=env.get("KEYLEDGER_DASHBOARD_ORIGIN") or None,
         secret_scanning_keys=read_secret_scanning_keys(env.get(SECRET_SCANNING_KEYS) or None),
+        checkpoint_key=env.get("KEYLEDGER_CHECKPOINT_KEY") or None,
+        log_origin=env.get("KEYLEDGER_LOG_ORIGIN") or "keyledger.local/log",
+        checkpoint_interval=float(
+            _whole_number(env, "KEYLEDGER_CHECKPOINT_INTERVAL", default=10, lowest=0, highest=10)
+        ),
     )
 
 

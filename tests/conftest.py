@@ -19,7 +19,7 @@ from service.config import Settings
 from service.http.app import create_app
 from service.store import migrations
 from service.store.db import with_database
-from tests.helpers import JWT_SECRET, SERVICE_TOKEN
+from tests.helpers import CHECKPOINT_KEY, JWT_SECRET, SERVICE_TOKEN
 
 pytest_plugins = ["tests.log_guard"]  # the session fails if a secret reaches a log
 
@@ -115,7 +115,14 @@ async def admin(database_url) -> asyncpg.Connection:
 
 @pytest.fixture
 def settings(database_url) -> Settings:
-    return Settings(database_url=database_url, jwt_secret=JWT_SECRET, service_token=SERVICE_TOKEN)
+    # checkpoint_interval 0: the tree writer signs each batch, so settle() sees no checkpoint pending
+    return Settings(
+        database_url=database_url,
+        jwt_secret=JWT_SECRET,
+        service_token=SERVICE_TOKEN,
+        checkpoint_key=CHECKPOINT_KEY,
+        checkpoint_interval=0,
+    )
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import contextlib
+import hashlib
 import inspect
 import io
 import json
@@ -15,11 +16,15 @@ import asyncpg
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from events.note import Signer
 from service.http.auth import issue_token
 
 # The credentials every test service is configured with (conftest's `settings`, tests/processes.py).
 JWT_SECRET = "test-secret-" + "x" * 40
 SERVICE_TOKEN = "test-service-token"
+# The checkpoints' note signer key of the test services (processes and conftest's `settings`).
+CHECKPOINT_SIGNER = Signer("keyledger.local/log", hashlib.sha256(b"keyledger test checkpoint key").digest())
+CHECKPOINT_KEY = CHECKPOINT_SIGNER.secret_text()
 
 KEYS = "/api/v1/accounts/user/api-keys"
 # Every field of a key object (SPEC: all present on every key object, null when unset).
@@ -218,15 +223,20 @@ async def wait_until(
 
 
 async def settle(admin: asyncpg.Connection) -> None:
-    """Wait until the app's background projector has run and folded every event: it writes tables on
-    its own (its first batch creates its checkpoint row), which a test comparing tables must await."""
+    """Wait until the app's background projector and tree writer have run and folded every event: they
+    write tables on their own (the projector's first batch creates its checkpoint row, the tree writer
+    signs a checkpoint of the tree: at once with conftest's settings), which a test comparing tables
+    must await."""
     query = """SELECT coalesce((SELECT position FROM projector_checkpoints WHERE projector = 'usage'), -1)
-                      >= coalesce((SELECT max(position) FROM events), 0)"""
+                      >= coalesce((SELECT max(position) FROM events), 0)
+                  AND (SELECT last_position FROM merkle_tree_state) >= coalesce((SELECT max(position) FROM events), 0)
+                  AND (SELECT max(tree_size) FROM checkpoints) = (SELECT tree_size FROM merkle_tree_state)"""
     await wait_until(lambda: admin.fetchval(query), within=5)
 
 
 async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
     """count(*) of every table of the public schema."""
+    await settle(admin)  # the background writers (projector, tree writer) fold what came before
     tables = await admin.fetch(
         """SELECT table_name FROM information_schema.tables
            WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"""
@@ -240,6 +250,7 @@ async def table_counts(admin: asyncpg.Connection) -> dict[str, int]:
 
 async def table_digests(admin: asyncpg.Connection) -> dict[str, str]:
     """An MD5 of the contents of every table of the public schema: a change of any row shows."""
+    await settle(admin)  # the background writers (projector, tree writer) fold what came before
     tables = await admin.fetch(
         """SELECT table_name FROM information_schema.tables
            WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY table_name"""

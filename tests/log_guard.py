@@ -24,13 +24,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import JWT_SECRET, SERVICE_TOKEN
+from tests.helpers import CHECKPOINT_KEY, JWT_SECRET, SERVICE_TOKEN
 
 PATTERNS = {
     "an sk- API key": re.compile(r"sk-[0-9A-Za-z]{40,}"),  # the format of events/apikey.py
     "a JWT": re.compile(r"eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+"),
     "the test service token": re.compile(re.escape(SERVICE_TOKEN)),
     "the test JWT secret": re.compile(re.escape(JWT_SECRET)),
+    # A checkpoint signer key in the note format (events/note.py), any of them, and the test key's seed
+    "a note signer key": re.compile(r"PRIVATE\+KEY\+"),
+    "the test checkpoint key": re.compile(re.escape(CHECKPOINT_KEY.rsplit("+", 1)[1])),
 }
 _ANY = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in PATTERNS.values()))
 # The one secret printed on purpose: with no JWT key configured, `keyledger serve` prints a development

@@ -28,7 +28,7 @@ import psutil
 import requests
 
 from service.store.db import with_database
-from tests.helpers import JWT_SECRET, SERVICE_TOKEN
+from tests.helpers import CHECKPOINT_KEY, JWT_SECRET, SERVICE_TOKEN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -219,6 +219,7 @@ def service_environment(database_url: str, port: int) -> dict[str, str]:
         "KEYLEDGER_DATABASE_URL": database_url,
         "KEYLEDGER_JWT_SECRET": JWT_SECRET,
         "KEYLEDGER_SERVICE_TOKEN": SERVICE_TOKEN,
+        "KEYLEDGER_CHECKPOINT_KEY": CHECKPOINT_KEY,
         "KEYLEDGER_HOST": "127.0.0.1",
         "KEYLEDGER_PORT": str(port),
     }

@@ -16,3 +16,7 @@ class Contention(AppError):
 
 class MomentInFuture(AppError):
     """A question about a moment the log has not reached yet: its answer could still change."""
+
+
+class TreeBehind(AppError):
+    """The Merkle tree's writer has not folded in the events asked about yet (it does within a second)."""

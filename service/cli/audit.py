@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from service.app import audit
+from service.cli import checkpoints
 from service.cli.database import open_database
 from service.store import db
 
@@ -76,6 +77,8 @@ def _read_digest(path: str | None) -> dict | None:
 
 
 def verify(args: argparse.Namespace) -> int:
+    if args.key or args.checkpoint:
+        return checkpoints.verify(args)
     published = _read_digest(args.digest)
     if args.db:
 
@@ -116,3 +119,4 @@ def register(commands) -> None:
     verifier.add_argument("--db", action="store_true", help="verify the database instead of a file")
     verifier.add_argument("--digest", help="a JSON file with a published digest (keyledger audit digest)")
     verifier.set_defaults(run=verify)
+    checkpoints.register(actions, verifier)

@@ -81,6 +81,8 @@ def run(settings: Settings, count: int) -> None:
     )
     if settings.development:
         os.environ["KEYLEDGER_JWT_SECRET"] = settings.jwt_secret
+    if settings.checkpoint_key:  # the one kept in the data folder: every worker signs with it
+        os.environ["KEYLEDGER_CHECKPOINT_KEY"] = settings.checkpoint_key
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     _Master(
         {

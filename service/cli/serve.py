@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from events.account import SetSubscription
 from service.app import commands
+from service.cli import checkpoints
 from service.cli.database import resolve_database
 from service.config import Settings, from_environment
 from service.http import serving
@@ -82,10 +83,13 @@ def serve(args: argparse.Namespace) -> int:
     settings = replace(settings, host=args.host or settings.host, port=args.port or settings.port)
     with ExitStack() as stack:
         settings = resolve_database(settings, stack)
+        signer = checkpoints.kept_signer(settings, make=True)
+        settings = replace(settings, checkpoint_key=signer.secret_text())
         applied = asyncio.run(_prepare_database(settings))
         if applied:
             print(f"Applied migrations: {', '.join(applied)}", flush=True)
         print(_banner(settings, not os.environ.get("KEYLEDGER_SERVICE_TOKEN")), flush=True)
+        print(f"\nCheckpoints verify with: {signer.verifier.text()}", flush=True)
         if args.workers > 1:
             gunicorn_master.run(settings, args.workers)  # exits with gunicorn's status
         else:
@@ -110,6 +114,6 @@ def register(commands_: argparse._SubParsersAction) -> None:
         default=1,
         help="processes serving the port (default 1). With more, this process is gunicorn's master: it "
         "binds the port, forks the workers and starts one again if it dies; SIGTERM or SIGINT stops them "
-        "gracefully (exit 0). Each holds KEYLEDGER_POOL_MAX_SIZE + 2 database connections.",
+        "gracefully (exit 0). Each holds KEYLEDGER_POOL_MAX_SIZE + 3 database connections.",
     )
     parser.set_defaults(run=serve)

@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from events.note import Signer
 from projections.projector import Projector
 from service.app.keycache import KeyCache
 from service.config import Settings
@@ -15,3 +16,4 @@ TOKENS = web.AppKey("tokens", TokenVerifier)
 KEY_CACHE = web.AppKey("key_cache", KeyCache)
 PROJECTOR = web.AppKey("projector", Projector)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+SIGNER = web.AppKey("checkpoint_signer", Signer)

@@ -19,7 +19,7 @@ from events.errors import (
     KeyRotated,
     UsageRejected,
 )
-from service.app.errors import AppError, Contention, MomentInFuture
+from service.app.errors import AppError, Contention, MomentInFuture, TreeBehind
 from service.app.leaks import ReportNotSigned
 from service.http.access_log import redact
 from service.http.responses import ErrorDetail, ErrorEnvelope, json_response
@@ -51,9 +51,10 @@ ANSWERS: dict[type[Exception], tuple[int, str]] = {
     UsageRejected: (422, "unprocessable"),
     MomentInFuture: (422, "unprocessable"),
     Contention: (503, "service_unavailable"),
+    TreeBehind: (503, "service_unavailable"),
     ReportNotSigned: (401, "invalid_token"),
 }
-_HEADERS = {Contention: {"Retry-After": "1"}}
+_HEADERS = {Contention: {"Retry-After": "1"}, TreeBehind: {"Retry-After": "1"}}
 
 # Text PostgreSQL refuses to store (a NUL character, bytes invalid in the database's encoding).
 UNSTORABLE_TEXT = (

@@ -16,7 +16,7 @@ from events.usage import UsageBatch
 from service.http import responses
 from service.http.requests import CreateKeyBody, RotateKeyBody, UpdateKeyBody
 from service.http.responses import ErrorEnvelope
-from service.http.routes import dashboard
+from service.http.routes import checkpoints, dashboard
 from service.http.routes.keys import BASE
 from service.http.routes.secret_scanning import (
     IDENTIFIER_HEADER,
@@ -72,10 +72,11 @@ def _path(name: str, description: str, pattern: str) -> dict:
     return {"name": name, "in": "path", "required": True, "description": description, "schema": schema}
 
 
-def _query(name: str, description: str, schema: dict) -> dict:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+def _query(name: str, description: str, schema: dict, required: bool = False) -> dict:
+    return {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
 
 
+_SIZE = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 KEY_ID = _path("key_id", "the key's id, as the create answer gives it", KEY_ID_PATTERN)
 DASHBOARD_FILE = {
     "name": "file", "in": "path", "required": True, "description": "one of the page's files",
@@ -136,7 +137,8 @@ OPERATIONS = (
     ),
     Operation(
         "get", f"{BASE}/{{key_id}}/events/", "The key's lifecycle events, oldest first",
-        responses.KeyHistory, 200, (JWT,), errors=(401, 404, 503), parameters=(KEY_ID,),
+        responses.KeyHistory, 200, (JWT,), errors=(400, 401, 404, 503),
+        parameters=(KEY_ID, _query("proof", "true: add each event's leaf_index, hash and inclusion_proof against the signed checkpoint carried", {"type": "string", "enum": ["true", "false"]})),
     ),
     Operation("get", "/api/v1/auth/verify", "Verify a customer's sk- key (gateway hot path)", **_VERIFY),
     Operation("post", "/api/v1/auth/verify", "Verify a customer's sk- key (gateway hot path)", **_VERIFY),
@@ -164,6 +166,25 @@ OPERATIONS = (
             _query("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 10_000}),
             _query("account_id", "only this account's events", {"type": "string", "pattern": ACCOUNT_ID_PATTERN}),
         ),
+    ),
+    Operation(
+        "get", "/api/v1/audit/checkpoint", "A signed checkpoint (C2SP tlog-checkpoint) of the log's Merkle tree",
+        None, 200, (SERVICE, JWT), errors=(400, 401, 403, 404, 503),
+        parameters=(_query("tree_size", "the kept checkpoint of this size (default: the newest)", _SIZE),),
+        content={"text/plain": {"schema": {"type": "string"}}},
+        error_notes={400: "tree_size is not a whole number, or is beyond the log.", 404: "No checkpoint of that tree_size was made."},
+    ),
+    Operation(
+        "get", "/api/v1/audit/proof/inclusion", "RFC 9162 inclusion proof of leaf leaf_index in the tree of tree_size leaves",
+        checkpoints.InclusionProof, 200, (SERVICE, JWT), errors=(400, 401, 403, 503),
+        parameters=(_query("leaf_index", "the event's leaf (0-based, in position order)", _SIZE, True), _query("tree_size", "the tree's size", _SIZE, True)),
+        error_notes={400: "A parameter is missing or not a whole number, leaf_index ≥ tree_size, or tree_size is beyond the log."},
+    ),
+    Operation(
+        "get", "/api/v1/audit/proof/consistency", "RFC 9162 consistency proof from the tree of first leaves to that of second",
+        checkpoints.ConsistencyProof, 200, (SERVICE, JWT), errors=(400, 401, 403, 503),
+        parameters=(_query("first", "the older tree's size (1 or more)", _SIZE, True), _query("second", "the newer tree's size", _SIZE, True)),
+        error_notes={400: "A parameter is missing or not a whole number, first < 1, first > second, or second is beyond the log."},
     ),
     Operation(
         "post", REPORT_PATH, "GitHub's secret-scanning report: revoke leaked keys, label each token",

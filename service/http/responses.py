@@ -119,10 +119,18 @@ class KeyEvent(msgspec.Struct):
     actor: str | None
     request_id: str | None
     data: dict[str, Any]
+    # With ?proof=true only: the event's leaf in the Merkle tree, its chain hash (hex), its audit path.
+    leaf_index: int | msgspec.UnsetType = msgspec.UNSET
+    hash: str | msgspec.UnsetType = msgspec.UNSET
+    inclusion_proof: Any = msgspec.UNSET  # {"tree_size": N, "hashes": [base64, …]}
 
 
 class KeyHistory(msgspec.Struct):
     data: Annotated[list[KeyEvent], msgspec.Meta(description="lifecycle events of the key, oldest first")]
+    checkpoint: Annotated[
+        str | msgspec.UnsetType,
+        msgspec.Meta(description="with ?proof=true: the signed checkpoint every inclusion_proof is against"),
+    ] = msgspec.UNSET
 
 
 class Verified(msgspec.Struct):

@@ -33,6 +33,7 @@ from service.http.app import create_app
 from service.http.bodies import DEFAULT_BODY_LIMIT, LARGEST_BODY_LIMIT
 from service.store.db import with_database
 from tests.helpers import (
+    CHECKPOINT_KEY,
     JWT_SECRET,
     KEYS,
     SERVICE_TOKEN,
@@ -42,6 +43,7 @@ from tests.helpers import (
     bearer,
     expect,
     expect_error,
+    key_path,
     service_headers,
     settle,
     subscription_path,
@@ -86,7 +88,13 @@ async def database(server_url, template_database) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="module")
 def settings(database) -> Settings:
-    return Settings(database_url=database, jwt_secret=JWT_SECRET, service_token=SERVICE_TOKEN)
+    return Settings(
+        database_url=database,
+        jwt_secret=JWT_SECRET,
+        service_token=SERVICE_TOKEN,
+        checkpoint_key=CHECKPOINT_KEY,
+        checkpoint_interval=0,  # as conftest's: settle() then finds no checkpoint pending
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -733,6 +741,47 @@ async def test_an_audit_query_out_of_range_is_refused(client, admin, world, quer
             client, raw_request("GET", f"{AUDIT}?{query}", {**service_headers(), "Connection": "close"})
         )
         assert_envelope(answer, 400, "invalid_request")
+
+
+# The proofs' sizes (SPEC, "Verifiable history"): each parameter refused by name, nothing made
+
+HOSTILE_NUMBERS = {
+    "negative": "-1", "word": "abc", "float": "1.5", "exponent": "1e3", "2**63": str(2**63),
+    "10**400": str(10**400), "5000-digits": "9" * 5000, "superscript-two": "%C2%B2",
+    "arabic-digit": "%D9%A1", "fullwidth-digit": "%EF%BC%91", "nul": "1%00", "empty": "",
+    "NaN": "NaN", "boolean": "true", "plus-sign": "%2B1", "spaces": "%201%20",
+}  # fmt: skip
+PROOF_CASES = {
+    f"{path}-{name}-{kind}": (path, query.format(value), name)
+    for path, query, name in (
+        ("checkpoint", "tree_size={}", "tree_size"),
+        ("proof/inclusion", "leaf_index={}&tree_size=1", "leaf_index"),
+        ("proof/inclusion", "leaf_index=0&tree_size={}", "tree_size"),
+        ("proof/consistency", "first={}&second=1", "first"),
+        ("proof/consistency", "first=1&second={}", "second"),
+    )
+    for kind, value in HOSTILE_NUMBERS.items()
+}
+
+
+@pytest.mark.parametrize(("path", "query", "name"), PROOF_CASES.values(), ids=PROOF_CASES.keys())
+async def test_a_hostile_proof_size_is_refused_naming_it(client, admin, world, path, query, name):
+    async with nothing_changes(admin):
+        request = raw_request(
+            "GET", f"/api/v1/audit/{path}?{query}", {**service_headers(), "Connection": "close"}
+        )
+        [answer] = await exchange(client, request)
+        assert name in assert_envelope(answer, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("value", ["yes", "TRUE", "1", "true%00", "", "true&proof=true"])
+async def test_a_hostile_proof_flag_on_a_key_history_is_refused(client, admin, world, value):
+    async with nothing_changes(admin):
+        request = raw_request(
+            "GET", f"{key_path(world.key_id)}events/?proof={value}", {**auth(OWNER), "Connection": "close"}
+        )
+        [answer] = await exchange(client, request)
+        assert "proof" in assert_envelope(answer, 400, "invalid_request")
 
 
 # Key verification: the Authorization header is the whole input

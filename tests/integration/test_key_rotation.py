@@ -24,6 +24,7 @@ from tests.helpers import (
     rfc3339,
     rotate_key,
     service_headers,
+    settle,
     table_counts,
     update_key,
     utc,
@@ -52,6 +53,7 @@ async def rotated(client, key: dict, body: dict | None = None, account: str = OW
 
 async def refused_unchanged(client, admin, request, status: int, type_: str) -> str:
     """Send a refused request; assert its error and that it changed no table and no key."""
+    await settle(admin)  # the projector and the tree writer, still folding earlier events, write tables
     before = (await table_counts(admin), await list_keys(client, OWNER))
     message = await expect_error(await request(), status, type_)
     assert (await table_counts(admin), await list_keys(client, OWNER)) == before

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from events import apikey
+from events.note import Signer
 from service.app.keycache import KeyCache
 from service.config import ConfigError, Settings, from_environment, read_secret_scanning_keys
 from service.http.access_log import AccessLog
@@ -32,6 +33,7 @@ from service.http.auth import TokenVerifier
 from service.http.errors import ApiError
 from tests import log_guard
 from tests.helpers import (
+    CHECKPOINT_KEY,
     JWT_SECRET,
     KEYS,
     SECRET_SCANNING,
@@ -214,6 +216,8 @@ SECRET_LINES = {
     "a JWT": f"Authorization: Bearer {token_for('acct_1')}",
     "the test service token": f"service call with {SERVICE_TOKEN}",
     "the test JWT secret": f"secret is {JWT_SECRET}",
+    "a note signer key": f"signing with {Signer.generate('keyledger.local/log').secret_text()}",
+    "the test checkpoint key": f"seed {CHECKPOINT_KEY.rsplit('+', 1)[1]}",
 }
 
 
@@ -482,6 +486,11 @@ def _requests(world: dict) -> list[tuple[str, str, dict, object, int]]:
         ("GET", AUDIT, auditor, None, 200),
         ("GET", AUDIT, owner, None, 403),
         ("GET", f"{AUDIT}?limit=0", service_headers(), None, 400),
+        ("GET", "/api/v1/audit/checkpoint", service_headers(), None, 200),
+        ("GET", "/api/v1/audit/checkpoint?tree_size=x", auditor, None, 400),
+        ("GET", "/api/v1/audit/proof/inclusion?leaf_index=0&tree_size=1", auditor, None, 200),
+        ("GET", "/api/v1/audit/proof/consistency?first=1&second=1", service_headers(), None, 200),
+        ("GET", "/api/v1/audit/proof/consistency?first=1", service_headers(), None, 400),
         ("GET", "/healthz", {}, None, 200),
         ("HEAD", "/healthz", {}, None, 200),
         ("POST", "/healthz", {}, None, 405),

@@ -2,6 +2,7 @@
 
 from service.http.routes import (
     audit,
+    checkpoints,
     dashboard,
     keys,
     metrics,
@@ -14,5 +15,16 @@ from service.http.routes import (
 
 ROUTES = tuple(
     module.routes
-    for module in (keys, verify, usage, subscriptions, audit, ops, metrics, dashboard, secret_scanning)
+    for module in (
+        keys,
+        verify,
+        usage,
+        subscriptions,
+        audit,
+        checkpoints,
+        ops,
+        metrics,
+        dashboard,
+        secret_scanning,
+    )
 )

@@ -16,7 +16,7 @@ routes = web.RouteTableDef()
 MAX_PAGE = 10_000
 
 
-def _auditor(request: web.Request) -> None:
+def require_auditor(request: web.Request) -> None:
     """The service token, or an account JWT carrying the role `auditor`."""
     token = bearer_token(request, "the service token or an auditor's JWT")
     if hmac.compare_digest(token.encode(), request.app[SETTINGS].service_token.encode()):
@@ -27,7 +27,7 @@ def _auditor(request: web.Request) -> None:
 
 @routes.get("/api/v1/audit/events")
 async def audit_events(request: web.Request) -> web.Response:
-    _auditor(request)
+    require_auditor(request)
     after = params.whole_number(request, "after", 0, 0, 2**63 - 1)
     limit = params.whole_number(request, "limit", 1000, 1, MAX_PAGE)
     account_id = request.query.get("account_id")

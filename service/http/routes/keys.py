@@ -23,6 +23,7 @@ from service.http.bodies import read_json
 from service.http.key_objects import key_object, key_objects, one_key_object
 from service.http.requests import CreateKeyBody, RotateKeyBody, UpdateKeyBody
 from service.http.responses import CreatedKey, KeyEvent, KeyHistory, KeyList, KeyObject, json_response
+from service.http.routes import checkpoints
 from service.store import eventstore
 
 routes = web.RouteTableDef()
@@ -148,27 +149,32 @@ async def revoke_key(request: web.Request) -> web.Response:
 @routes.get(KEY + "/events/")
 async def key_history(request: web.Request) -> web.Response:
     principal = user(request)
-    key_id = key_id_of(request)
+    key_id, proof = key_id_of(request), checkpoints.wants_proof(request)
     pool = request.app[POOL]
     async with pool.acquire() as connection:
         if await accounts_projection.get_key(connection, principal.account_id, key_id) is None:
             raise KeyNotFound()
         stream = await eventstore.read_stream(connection, account_stream(principal.account_id))
-    history = []
-    for stored in stream:
-        fields = public_fields(account_event_decoder.decode(stored.data))
-        if fields.get("key_id") != key_id:
-            continue
-        meta = msgspec.json.decode(stored.metadata)
-        history.append(
-            KeyEvent(
-                position=stored.position,
-                version=stored.version,
-                type=stored.type,
-                recorded_at=stored.recorded_at,
-                actor=meta.get("actor"),
-                request_id=meta.get("request_id"),
-                data=fields,
+        history = []
+        for stored in stream:
+            fields = public_fields(account_event_decoder.decode(stored.data))
+            if fields.get("key_id") != key_id:
+                continue
+            meta = msgspec.json.decode(stored.metadata)
+            history.append(
+                KeyEvent(
+                    position=stored.position,
+                    version=stored.version,
+                    type=stored.type,
+                    recorded_at=stored.recorded_at,
+                    actor=meta.get("actor"),
+                    request_id=meta.get("request_id"),
+                    data=fields,
+                )
             )
-        )
-    return json_response(KeyHistory(history))
+        if not proof:
+            return json_response(KeyHistory(history))
+        note, proofs = await checkpoints.history_proofs(request, connection, [e.position for e in history])
+    for event in history:
+        event.leaf_index, event.hash, event.inclusion_proof = proofs[event.position]
+    return json_response(KeyHistory(history, checkpoint=note))
