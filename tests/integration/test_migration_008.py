@@ -75,7 +75,8 @@ async def migrated_log(empty_database_url, tmp_path):
         await write_old_log(admin)
         lines = await before_008.export_lines(admin)
         stored = await admin.fetch("SELECT position, stream_id, data::text, metadata::text FROM events")
-        assert await migrations.migrate(empty_database_url) == ["008_typed_usage.sql"]
+        applied = await migrations.migrate(empty_database_url)
+        assert applied[0] == "008_typed_usage.sql"  # then any later ones
         yield empty_database_url, admin, lines, stored
     finally:
         await admin.close()
