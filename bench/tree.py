@@ -93,12 +93,13 @@ async def latencies(url: str, events: int, samples: int) -> dict[str, float]:
             started = time.perf_counter()
             await connection.fetchval("SELECT hash FROM events WHERE position = $1", index + 1)
             timings["baseline"].append(time.perf_counter() - started)
-            if size == events and not merkle.verify_inclusion(
-                proof.leaf_hash, index, size, proof.hashes, root
-            ):
+            # Every sample is checked against roots computed apart from the timing: proofs of a
+            # 1,000,000-event log that do not verify would make the figure meaningless.
+            size_root, first_root = await tree.root(connection, size), await tree.root(connection, first)
+            if not merkle.verify_inclusion(proof.leaf_hash, index, size, proof.hashes, size_root):
                 raise RuntimeError(f"the inclusion proof of {index} in {size} does not verify")
-            if first < events and not hashes:
-                raise RuntimeError("an empty consistency proof between two sizes")
+            if not merkle.verify_consistency(first, events, hashes, first_root, root):
+                raise RuntimeError(f"the consistency proof from {first} to {events} does not verify")
     finally:
         await connection.close()
     return {name: p99(values) for name, values in timings.items()}
@@ -162,14 +163,14 @@ async def run(context: Context) -> list[Figure]:
         rate, runs = await median_of(context.repeats, lambda: build_rate(url, events))
         read, _ = await median_of(context.repeats, lambda: read_rate(url, events))
         p99s = await latencies(url, events, samples)
-    note = f"{events:,} events; {samples:,} proofs each at random leaves and sizes, in-process through service/store/tree.py"
+    note = f"{events:,} events; {samples:,} proofs each at random leaves and sizes, in-process through service/store/tree.py, each verified"
     return [
         Figure("tree", f"leaves/s building the tree of {events:,} events", rate, "leaves/s",
                "plain read of the same positions and hashes, same batches", read, "≥ 300,000 leaves/s",
                rate >= 300_000, runs, note),
-        Figure("tree", f"inclusion proof p99 ({events:,} events)", p99s["inclusion"], "ms",
+        Figure("tree", f"inclusion proof p99, store in process ({events:,} events)", p99s["inclusion"], "ms",
                "one event read by position, p99", p99s["baseline"], "≤ 5 ms", p99s["inclusion"] <= 5, note=note),
-        Figure("tree", f"consistency proof p99 ({events:,} events)", p99s["consistency"], "ms",
+        Figure("tree", f"consistency proof p99, store in process ({events:,} events)", p99s["consistency"], "ms",
                "one event read by position, p99", p99s["baseline"], "≤ 5 ms", p99s["consistency"] <= 5, note=note),
         await ingest_with_and_without(context),
     ]  # fmt: skip

@@ -1,7 +1,8 @@
 -- The RFC 9162 Merkle tree over the log (events/merkle.py, service/store/tree.py) and its signed
 -- checkpoints (SPEC, "Verifiable history"). Leaf i is the i-th event in position order; positions a
--- rolled-back append drew and never used are listed in log_gaps, so a leaf's index is its position
--- minus 1 minus the gaps below it, with no row per event. Perfect subtrees of 64 leaves and more are
+-- rolled-back append drew and never used are kept as runs in log_gaps (one row per run, however many
+-- positions it holds), so a leaf's index is its position minus 1 minus the positions skipped below it,
+-- with no row per event. Perfect subtrees of 64 leaves and more are
 -- stored; smaller ones are computed from the events' own hashes (at most 64 read per node).
 
 CREATE TABLE merkle_subtrees (
@@ -11,8 +12,10 @@ CREATE TABLE merkle_subtrees (
     PRIMARY KEY (level, index)
 );
 
+-- From leaf `leaf` on (until the next row), an event's position is its leaf index + 1 + skipped.
 CREATE TABLE log_gaps (
-    position bigint PRIMARY KEY
+    leaf    bigint PRIMARY KEY,
+    skipped bigint NOT NULL CHECK (skipped > 0)
 );
 
 -- The writer's state, in the same transaction as its rows: a crash repeats nothing and skips nothing.

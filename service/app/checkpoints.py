@@ -134,7 +134,7 @@ async def inclusion_of(
         return newest[0], newest[1], {}
     await wait_for_tree(connection, max(positions))
     skipped = await tree.gaps(connection)
-    leaves = {position: tree.leaf_of(position, skipped) for position in positions}
+    leaves = {position: skipped.leaf_of(position) for position in positions}
     size, note = await covering_checkpoint(connection, signer, origin, max(leaves.values()) + 1)
     chain_hashes = dict(
         await connection.fetch(

@@ -2,7 +2,7 @@
 
 Leaf i is the i-th event in position order, its hash `merkle.leaf_hash(events.hash)`. The one tree
 writer per database (service/app/tree_writer.py) folds events in with `build`: it stores every perfect
-subtree of 2**STORED_FROM leaves or more, records the positions the log skipped (`log_gaps`), and
+subtree of 2**STORED_FROM leaves or more, records the runs of positions the log skipped (`log_gaps`), and
 moves its state row, all in the caller's transaction. Reads never need a transaction: what is
 stored never changes, and a read names its tree size. A root or proof fetches the stored subtrees it
 needs in one query and computes the smaller ones from the events' hashes (at most 2**STORED_FROM
@@ -58,12 +58,12 @@ async def build(connection: asyncpg.Connection, batch_size: int) -> int:
         return 0
     frontier = merkle.Frontier(current.size, current.frontier)
     completed: list[tuple[int, int, bytes]] = []
-    gaps: list[int] = []
+    runs: list[tuple[int, int]] = []  # (first leaf after a run of skipped positions, skipped before it)
     expected = current.last_position + 1
     leaf_hash, append = merkle.leaf_hash, frontier.append
     for position, chain_hash in rows:
         if position != expected:  # positions drawn by appends that rolled back: never visible
-            gaps.extend(range(expected, position))
+            runs.append((frontier.size, position - 1 - frontier.size))
         expected = position + 1
         append(leaf_hash(chain_hash or b""), STORED_FROM, completed)
     if completed:
@@ -72,8 +72,11 @@ async def build(connection: asyncpg.Connection, batch_size: int) -> int:
                SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])""",
             *zip(*completed, strict=True),
         )
-    if gaps:
-        await connection.execute("INSERT INTO log_gaps SELECT unnest($1::bigint[])", gaps)
+    if runs:
+        await connection.execute(
+            "INSERT INTO log_gaps (leaf, skipped) SELECT * FROM unnest($1::bigint[], $2::bigint[])",
+            *zip(*runs, strict=True),
+        )
     await connection.execute(
         "UPDATE merkle_tree_state SET tree_size = $1, last_position = $2, frontier = $3",
         frontier.size,
@@ -83,22 +86,29 @@ async def build(connection: asyncpg.Connection, batch_size: int) -> int:
     return len(rows)
 
 
-async def gaps(connection: asyncpg.Connection) -> list[int]:
-    """Every position the log skipped, ascending (a small table: only rolled-back appends add to it)."""
-    return [row[0] for row in await connection.fetch("SELECT position FROM log_gaps ORDER BY position")]
+@dataclass(frozen=True)
+class Gaps:
+    """Where the log skips positions, as runs: from leaf `leaves[i]` on (until the next run), an
+    event's position is its leaf index + 1 + `skipped[i]`. One row per rolled-back append, however
+    many positions it drew."""
+
+    leaves: list[int]
+    skipped: list[int]
+
+    def leaf_of(self, position: int) -> int:
+        starts = [leaf + 1 + skipped for leaf, skipped in zip(self.leaves, self.skipped, strict=True)]
+        run = bisect.bisect_right(starts, position) - 1
+        return position - 1 - (self.skipped[run] if run >= 0 else 0)
+
+    def position_of(self, leaf: int) -> int:
+        run = bisect.bisect_right(self.leaves, leaf) - 1
+        return leaf + 1 + (self.skipped[run] if run >= 0 else 0)
 
 
-def leaf_of(position: int, skipped: Sequence[int]) -> int:
-    return position - 1 - bisect.bisect_left(skipped, position)
-
-
-def position_of(leaf: int, skipped: Sequence[int]) -> int:
-    position = leaf + 1
-    for gap in skipped:
-        if gap > position:
-            break
-        position += 1
-    return position
+async def gaps(connection: asyncpg.Connection) -> Gaps:
+    """The runs of skipped positions, ascending (a small table: only rolled-back appends add to it)."""
+    rows = await connection.fetch("SELECT leaf, skipped FROM log_gaps ORDER BY leaf")
+    return Gaps([row[0] for row in rows], [row[1] for row in rows])
 
 
 _LEAF_RUNS = """
@@ -111,7 +121,7 @@ _LEAF_RUNS = """
 
 
 async def subtree_hashes(
-    connection: asyncpg.Connection, needed: set[Subtree], skipped: Sequence[int] | None = None
+    connection: asyncpg.Connection, needed: set[Subtree], skipped: Gaps | None = None
 ) -> dict[Subtree, bytes]:
     """The hashes of the perfect subtrees named: stored ones in one query, the others from the events
     of the 64-leaf blocks they lie in (one range scan each, all in one query)."""
@@ -134,9 +144,7 @@ async def subtree_hashes(
     return found
 
 
-async def _low_subtrees(
-    connection, low: list[Subtree], skipped: Sequence[int] | None
-) -> dict[Subtree, bytes]:
+async def _low_subtrees(connection, low: list[Subtree], skipped: Gaps | None) -> dict[Subtree, bytes]:
     if skipped is None:
         skipped = await gaps(connection)
     runs: dict[int, list[int]] = {}  # block -> [first leaf, end leaf) needed in it
@@ -147,7 +155,7 @@ async def _low_subtrees(
     blocks = sorted(runs.values())
     rows = await connection.fetch(
         _LEAF_RUNS,
-        [position_of(start, skipped) for start, _ in blocks],
+        [skipped.position_of(start) for start, _ in blocks],
         [end - start for start, end in blocks],
     )
     leaves: dict[int, bytes] = {}
@@ -184,14 +192,14 @@ class Inclusion:
 
 
 async def inclusion(
-    connection: asyncpg.Connection, index: int, size: int, skipped: Sequence[int] | None = None
+    connection: asyncpg.Connection, index: int, size: int, skipped: Gaps | None = None
 ) -> Inclusion:
     """Leaf `index`'s hash, its event's position and its audit path in the tree of `size` leaves."""
     if skipped is None:
         skipped = await gaps(connection)
     plan = merkle.inclusion_plan(index, size)
     hashes = await subtree_hashes(connection, merkle.subtrees_of(plan) | {(0, index)}, skipped)
-    return Inclusion(hashes[(0, index)], position_of(index, skipped), merkle.assemble(plan, hashes))
+    return Inclusion(hashes[(0, index)], skipped.position_of(index), merkle.assemble(plan, hashes))
 
 
 async def consistency(connection: asyncpg.Connection, first: int, second: int) -> list[bytes]:
