@@ -102,6 +102,19 @@ async def wait_for_port(port: int, within: float = 30.0) -> None:
 
 
 @contextlib.asynccontextmanager
+async def baseline_server(module: str, *args: str) -> AsyncIterator[int]:
+    """A baseline's own process (`python -m <module> <port> <args>`), listening on the port yielded."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", module, str(port), *args)
+    try:
+        await wait_for_port(port)
+        yield port
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+@contextlib.asynccontextmanager
 async def service(database_url: str, **env: str) -> AsyncIterator[int]:
     """`keyledger serve` in a process of its own, as in production; yields its port."""
     port = free_port()

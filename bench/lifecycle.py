@@ -2,15 +2,13 @@
 accounts, against the same clients appending through a bare handler (bench/bare_append.py)."""
 
 import asyncio
-import contextlib
 import itertools
 import statistics
-import sys
 import time
 
 import aiohttp
 
-from bench.harness import Context, Figure, free_port, service, user_token, wait_for_port
+from bench.harness import Context, Figure, baseline_server, service, user_token
 
 CLIENTS = 32
 ACCOUNTS_PER_CLIENT = 20  # each client rotates over its own accounts: at most one active key each
@@ -55,20 +53,6 @@ async def bare_client(session: aiohttp.ClientSession, until: float, samples: lis
         await _timed(session, samples, "POST", "/append", json={"name": "bench"})
 
 
-@contextlib.asynccontextmanager
-async def bare_append(database_url: str):
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.bare_append", str(port), database_url
-    )
-    try:
-        await wait_for_port(port)
-        yield port
-    finally:
-        process.terminate()
-        await process.wait()
-
-
 async def _rate(port: int, clients) -> float:
     """Commands per second of CLIENTS clients looping over one session until the time is up."""
     connector = aiohttp.TCPConnector(limit=CLIENTS)
@@ -100,7 +84,11 @@ async def run(context: Context) -> list[Figure]:
         )
         return len(bare_latencies) - before
 
-    async with context.database() as url, service(url) as port, bare_append(url) as bare_port:
+    async with (
+        context.database() as url,
+        service(url) as port,
+        baseline_server("bench.bare_append", url) as bare_port,
+    ):
         for _ in range(context.repeats):  # interleaved, so both see the same machine
             rates.append(await _rate(port, lifecycle))
             bare_rates.append(await _rate(bare_port, bare))

@@ -1,41 +1,30 @@
 """Key verification through HTTP against a bare aiohttp handler, both loaded by wrk."""
 
 import asyncio
-import contextlib
 import os
 import statistics
-import sys
 from datetime import UTC, datetime, timedelta
 
 from bench.harness import (
     ROOT,
     Context,
     Figure,
-    free_port,
+    baseline_server,
     service,
     verified_key,
-    wait_for_port,
     wrk,
 )
 
 CONNECTIONS = 32
 
 
-@contextlib.asynccontextmanager
-async def bare_app():
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.bare_app", str(port))
-    try:
-        await wait_for_port(port)
-        yield port
-    finally:
-        process.terminate()
-        await process.wait()
-
-
 async def run(context: Context) -> list[Figure]:
     seconds = context.size(full=10, quick=1)
-    async with context.database() as url, service(url) as port, bare_app() as bare_port:
+    async with (
+        context.database() as url,
+        service(url) as port,
+        baseline_server("bench.bare_app") as bare_port,
+    ):
         key = await verified_key(port, "acct_bench")
         headers = {"Authorization": f"Bearer {key}"}
         # A key whose every check runs: an expiry to compare, a spend limit and this month's cost.
