@@ -49,20 +49,27 @@ def key_object(row, key_usage: KeyUsage | None, days: list[date], now: datetime)
     that moment's usage (time travel)."""
     limit = row["monthly_spend_limit_chf"]
     return KeyObject(
-        id=row["key_id"],
-        name=row["name"],
-        masked_key=row["masked_key"],
-        status=status_at(row, now),
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
+        **_lifecycle_fields(row, now),
         last_used_at=key_usage.last_used_at if key_usage else None,
-        expires_at=row["expires_at"],
         monthly_spend_limit_chf=None if limit is None else chf_text(limit),
-        rotated_from=row["rotated_from"],
-        rotated_to=row["rotated_to"],
-        revoked_reason=row["revoked_reason"],
         usage=usage_block(key_usage, days),
     )
+
+
+def _lifecycle_fields(row, now: datetime) -> dict:
+    """The fields of a key object that come from its api_keys row alone."""
+    return {
+        "id": row["key_id"],
+        "name": row["name"],
+        "masked_key": row["masked_key"],
+        "status": status_at(row, now),
+        "created_at": row["created_at"],
+        "revoked_at": row["revoked_at"],
+        "expires_at": row["expires_at"],
+        "rotated_from": row["rotated_from"],
+        "rotated_to": row["rotated_to"],
+        "revoked_reason": row["revoked_reason"],
+    }
 
 
 def status_at(row, now: datetime) -> str:
@@ -86,18 +93,9 @@ def viewed_key_object(row: asyncpg.Record, days: tuple[str, ...], now: datetime)
         for offset, requests, cost in zip(offsets, row["day_requests"], row["day_costs"], strict=True):
             daily[offset] = DailyUsage(days[offset], requests, cost)
     return KeyObject(
-        id=row["key_id"],
-        name=row["name"],
-        masked_key=row["masked_key"],
-        status=status_at(row, now),
-        created_at=row["created_at"],
-        revoked_at=row["revoked_at"],
+        **_lifecycle_fields(row, now),
         last_used_at=row["last_used_at"],
-        expires_at=row["expires_at"],
         monthly_spend_limit_chf=row["monthly_spend_limit_chf"],
-        rotated_from=row["rotated_from"],
-        rotated_to=row["rotated_to"],
-        revoked_reason=row["revoked_reason"],
         usage=UsageSummary(
             total_requests=row["total_requests"],
             total_cost_chf=row["total_cost_chf"],
