@@ -133,8 +133,7 @@ async def inclusion_of(
         newest = await covering_checkpoint(connection, signer, origin, 0)
         return newest[0], newest[1], {}
     await wait_for_tree(connection, max(positions))
-    skipped = await tree.gaps(connection)
-    leaves = {position: skipped.leaf_of(position) for position in positions}
+    leaves = dict(zip(positions, await tree.leaf_indexes(connection, positions), strict=True))
     size, note = await covering_checkpoint(connection, signer, origin, max(leaves.values()) + 1)
     chain_hashes = dict(
         await connection.fetch(
@@ -143,6 +142,6 @@ async def inclusion_of(
     )
     proofs = {}
     for position, leaf in leaves.items():
-        proof = await tree.inclusion(connection, leaf, size, skipped)
+        proof = await tree.inclusion(connection, leaf, size)
         proofs[position] = (leaf, chain_hashes[position] or b"", proof.hashes)
     return size, note, proofs

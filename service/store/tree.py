@@ -1,7 +1,7 @@
 """The stored Merkle tree over the log (sql/009_merkle_tree.sql) and its signed checkpoints.
 
 Leaf i is the i-th event in position order, its hash `merkle.leaf_hash(events.hash)`. The one tree
-writer per database (service/app/tree_writer.py) folds events in with `build`: it stores every perfect
+writer per database (service/app/checkpoints.py) folds events in with `build`: it stores every perfect
 subtree of 2**STORED_FROM leaves or more, records the runs of positions the log skipped (`log_gaps`), and
 moves its state row, all in the caller's transaction. Reads never need a transaction: what is
 stored never changes, and a read names its tree size. A root or proof fetches the stored subtrees it
@@ -12,7 +12,6 @@ An event recorded before the hash chain existed (migration 004) has no hash: its
 `merkle.leaf_hash(b"")`.
 """
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,43 +85,38 @@ async def build(connection: asyncpg.Connection, batch_size: int) -> int:
     return len(rows)
 
 
-@dataclass(frozen=True)
-class Gaps:
-    """Where the log skips positions, as runs: from leaf `leaves[i]` on (until the next run), an
-    event's position is its leaf index + 1 + `skipped[i]`. One row per rolled-back append, however
-    many positions it drew."""
-
-    leaves: list[int]
-    skipped: list[int]
-
-    def leaf_of(self, position: int) -> int:
-        starts = [leaf + 1 + skipped for leaf, skipped in zip(self.leaves, self.skipped, strict=True)]
-        run = bisect.bisect_right(starts, position) - 1
-        return position - 1 - (self.skipped[run] if run >= 0 else 0)
-
-    def position_of(self, leaf: int) -> int:
-        run = bisect.bisect_right(self.leaves, leaf) - 1
-        return leaf + 1 + (self.skipped[run] if run >= 0 else 0)
+# From leaf `leaf` of a log_gaps row on, an event's position is its leaf index + 1 + skipped; the
+# runs are few (one per rolled-back append), and each lookup below is one index probe.
+_SKIPPED_BEFORE_LEAF = "SELECT skipped FROM log_gaps WHERE leaf <= {leaf} ORDER BY leaf DESC LIMIT 1"
+_SKIPPED_BEFORE_POSITION = """SELECT skipped FROM log_gaps WHERE leaf + 1 + skipped <= {position}
+                              ORDER BY leaf + 1 + skipped DESC LIMIT 1"""
 
 
-async def gaps(connection: asyncpg.Connection) -> Gaps:
-    """The runs of skipped positions, ascending (a small table: only rolled-back appends add to it)."""
-    rows = await connection.fetch("SELECT leaf, skipped FROM log_gaps ORDER BY leaf")
-    return Gaps([row[0] for row in rows], [row[1] for row in rows])
+async def leaf_indexes(connection: asyncpg.Connection, positions: Sequence[int]) -> list[int | None]:
+    """Each event's leaf index, in the order given; None for a position the tree does not hold yet
+    (the writer has not reached it, so the positions skipped before it are not known)."""
+    rows = await connection.fetch(
+        f"""SELECT p - 1 - coalesce(({_SKIPPED_BEFORE_POSITION.format(position="p")}), 0), p <= state.last
+            FROM unnest($1::bigint[]) WITH ORDINALITY AS given(p, n),
+                 (SELECT last_position AS last FROM merkle_tree_state) AS state
+            ORDER BY n""",
+        positions,
+    )
+    return [leaf if held else None for leaf, held in rows]
 
 
-_LEAF_RUNS = """
+_LEAF_RUNS = f"""
     SELECT run.n, e.hash
-    FROM unnest($1::bigint[], $2::int[]) WITH ORDINALITY AS run(start, count, n)
+    FROM unnest($1::bigint[], $2::int[]) WITH ORDINALITY AS run(leaf, count, n)
     CROSS JOIN LATERAL (
-        SELECT position, hash FROM events WHERE position >= run.start ORDER BY position LIMIT run.count
+        SELECT position, hash FROM events
+        WHERE position >= run.leaf + 1 + coalesce(({_SKIPPED_BEFORE_LEAF.format(leaf="run.leaf")}), 0)
+        ORDER BY position LIMIT run.count
     ) AS e
     ORDER BY run.n, e.position"""
 
 
-async def subtree_hashes(
-    connection: asyncpg.Connection, needed: set[Subtree], skipped: Gaps | None = None
-) -> dict[Subtree, bytes]:
+async def subtree_hashes(connection: asyncpg.Connection, needed: set[Subtree]) -> dict[Subtree, bytes]:
     """The hashes of the perfect subtrees named: stored ones in one query, the others from the events
     of the 64-leaf blocks they lie in (one range scan each, all in one query)."""
     stored = [subtree for subtree in needed if subtree[0] >= STORED_FROM]
@@ -140,13 +134,11 @@ async def subtree_hashes(
             raise LookupError("the tree is not built that far")
     low = [subtree for subtree in needed if subtree[0] < STORED_FROM]
     if low:
-        found.update(await _low_subtrees(connection, low, skipped))
+        found.update(await _low_subtrees(connection, low))
     return found
 
 
-async def _low_subtrees(connection, low: list[Subtree], skipped: Gaps | None) -> dict[Subtree, bytes]:
-    if skipped is None:
-        skipped = await gaps(connection)
+async def _low_subtrees(connection, low: list[Subtree]) -> dict[Subtree, bytes]:
     runs: dict[int, list[int]] = {}  # block -> [first leaf, end leaf) needed in it
     for level, index in low:
         start = index << level
@@ -155,7 +147,7 @@ async def _low_subtrees(connection, low: list[Subtree], skipped: Gaps | None) ->
     blocks = sorted(runs.values())
     rows = await connection.fetch(
         _LEAF_RUNS,
-        [skipped.position_of(start) for start, _ in blocks],
+        [start for start, _ in blocks],
         [end - start for start, end in blocks],
     )
     leaves: dict[int, bytes] = {}
@@ -191,15 +183,14 @@ class Inclusion:
     hashes: list[bytes]
 
 
-async def inclusion(
-    connection: asyncpg.Connection, index: int, size: int, skipped: Gaps | None = None
-) -> Inclusion:
+async def inclusion(connection: asyncpg.Connection, index: int, size: int) -> Inclusion:
     """Leaf `index`'s hash, its event's position and its audit path in the tree of `size` leaves."""
-    if skipped is None:
-        skipped = await gaps(connection)
     plan = merkle.inclusion_plan(index, size)
-    hashes = await subtree_hashes(connection, merkle.subtrees_of(plan) | {(0, index)}, skipped)
-    return Inclusion(hashes[(0, index)], skipped.position_of(index), merkle.assemble(plan, hashes))
+    hashes = await subtree_hashes(connection, merkle.subtrees_of(plan) | {(0, index)})
+    position = await connection.fetchval(
+        f"SELECT $1::bigint + 1 + coalesce(({_SKIPPED_BEFORE_LEAF.format(leaf='$1')}), 0)", index
+    )
+    return Inclusion(hashes[(0, index)], position, merkle.assemble(plan, hashes))
 
 
 async def consistency(connection: asyncpg.Connection, first: int, second: int) -> list[bytes]:
