@@ -87,9 +87,12 @@ class TreeWriter:
                     await make_checkpoint(connection, self._signer, self._origin, size)
                     signed_size, signed_at = size, loop.time()
             if added < self._batch_size:
+                pause = self._idle_poll
+                if size != signed_size:  # a checkpoint is due: wake when it is, not up to a poll later
+                    pause = min(pause, max(0.0, signed_at + self._interval - loop.time()))
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._idle_poll):
+                    async with asyncio.timeout(pause):
                         await wake.wait()
 
 
