@@ -10,13 +10,13 @@ of it at least every `interval` seconds, in the same transaction as the batch it
 """
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 
 from events.log import LIFECYCLE_CHANNEL, TREE_LOCK, USAGE_CHANNEL
 from events.note import Checkpoint, Signer
+from projections.leadership import Leadership, Step
 from service.app.errors import TreeBehind
 from service.store import tree
 
@@ -54,46 +54,40 @@ class TreeWriter:
     ):
         self._signer, self._origin, self._interval = signer, origin, interval
         self._batch_size, self._idle_poll = batch_size, idle_poll
-        self.is_leader = False
+        self._leadership = Leadership(TREE_LOCK, [USAGE_CHANNEL, LIFECYCLE_CHANNEL])
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leadership.is_leader
 
     async def lead(self, connection: asyncpg.Connection) -> None:
-        try:
-            # Polling a database lock: there is no local event to wait on.
-            while not await connection.fetchval("SELECT pg_try_advisory_lock($1)", TREE_LOCK):  # noqa: ASYNC110
-                await asyncio.sleep(1)
-            self.is_leader = True
-            log.info(
-                "this process now writes the Merkle tree; checkpoints verify with %s",
-                self._signer.verifier.text(),
-            )
-            await self._build(connection)
-        finally:
-            self.is_leader = False
+        await self._leadership.lead(connection, self._begin)
 
-    async def _build(self, connection: asyncpg.Connection) -> None:
-        wake = asyncio.Event()
-        for channel in (USAGE_CHANNEL, LIFECYCLE_CHANNEL):
-            await connection.add_listener(channel, lambda *_: wake.set())
+    async def _begin(self, connection: asyncpg.Connection) -> Step:
+        log.info(
+            "this process now writes the Merkle tree; checkpoints verify with %s",
+            self._signer.verifier.text(),
+        )
         loop = asyncio.get_running_loop()
         newest = await tree.checkpoint(connection)
         signed_size = None if newest is None else newest["tree_size"]
         signed_at = float("-inf")
-        while True:
-            wake.clear()
+
+        async def build(connection: asyncpg.Connection) -> float:
+            nonlocal signed_size, signed_at
             async with connection.transaction():
                 added = await tree.build(connection, self._batch_size)
                 size = await tree.tree_size(connection)
                 if size != signed_size and loop.time() - signed_at >= self._interval:
                     await make_checkpoint(connection, self._signer, self._origin, size)
                     signed_size, signed_at = size, loop.time()
-            if added < self._batch_size:
-                pause = self._idle_poll
-                if size != signed_size:  # a checkpoint is due: wake when it is, not up to a poll later
-                    pause = min(pause, max(0.0, signed_at + self._interval - loop.time()))
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(pause):
-                        await wake.wait()
+            if added == self._batch_size:
+                return 0
+            if size != signed_size:  # a checkpoint is due: wake when it is, not up to a poll later
+                return min(self._idle_poll, max(0.0, signed_at + self._interval - loop.time()))
+            return self._idle_poll
+
+        return build
 
 
 async def wait_for_tree(connection: asyncpg.Connection, position: int, within: float = 3.0) -> None:
