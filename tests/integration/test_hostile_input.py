@@ -269,10 +269,17 @@ def targets(world: World, account: str = OWNER, fresh: str | None = None, key_id
         "usage": Target(
             "POST", USAGE, service_headers(), LARGEST_BODY_LIMIT, lambda: usage_batch(world.key_id)
         ),
+        "rotate": Target(
+            "POST",
+            f"{KEYS}/{key_id}/rotate/",
+            auth(account),
+            DEFAULT_BODY_LIMIT,
+            lambda: {"grace_period_seconds": 3600},
+        ),
     }
 
 
-ENDPOINTS = ["create", "rename", "subscription", "usage"]
+ENDPOINTS = ["create", "rename", "subscription", "usage", "rotate"]
 
 
 @dataclass(frozen=True)
@@ -307,11 +314,10 @@ def padded_over(target: Target) -> bytes:
 
 
 def spoiled_name(target: Target, raw_name: bytes) -> bytes:
-    """The valid body with the `name` (or the first event's `model`, or `plan`) replaced by raw JSON."""
+    """The valid body with its first field (the first event's `model`; `plan`, not `status`) replaced by raw JSON."""
     body = target.valid()
-    holder, key = (
-        (body["events"][0], "model") if "events" in body else (body, "plan" if "plan" in body else "name")
-    )
+    holder, key = (body["events"][0], "model") if "events" in body else (body, next(iter(body)))
+    key = "plan" if key == "status" else key
     holder[key] = "\x00SPOT\x00"
     return json.dumps(body).encode().replace(b'"\\u0000SPOT\\u0000"', raw_name)
 
@@ -322,7 +328,7 @@ def repeated(target: Target, escaped: bool = False) -> bytes:
     holder = body["events"][0] if "events" in body else body
     key = next(iter(holder))
     spelled = key.replace(key[0], f"\\u{ord(key[0]):04x}", 1) if escaped else key
-    decoy = {"name": "decoy", "status": "inactive", "request_id": "decoy"}[key]
+    decoy = {"name": "decoy", "status": "inactive", "request_id": "decoy", "grace_period_seconds": 0}[key]
     text = json.dumps(body)
     first = json.dumps({key: holder[key]})[1:-1]
     return text.replace(first, f'"{spelled}": "{decoy}", {first}', 1).encode()
@@ -388,8 +394,16 @@ BODY_CASES: dict[str, tuple[Callable[[Target], Send], int, str]] = {
 }
 
 
-@pytest.mark.parametrize(("make", "status", "type_"), BODY_CASES.values(), ids=BODY_CASES.keys())
-@pytest.mark.parametrize("endpoint", ENDPOINTS)
+# Rotation takes no body at all (its grace period is optional), so an empty one is a valid request.
+HOSTILE_BODIES = [
+    pytest.param(endpoint, *case, id=f"{name}-{endpoint}")
+    for name, case in BODY_CASES.items()
+    for endpoint in ENDPOINTS
+    if (name, endpoint) != ("empty-body", "rotate")
+]
+
+
+@pytest.mark.parametrize(("endpoint", "make", "status", "type_"), HOSTILE_BODIES)
 async def test_a_hostile_body_is_refused_and_changes_nothing(
     client, admin, world, endpoint, make, status, type_
 ):
