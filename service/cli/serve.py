@@ -104,10 +104,16 @@ def _positive(text: str) -> int:
     return number
 
 
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: a whole number from 1 to 65535")
+    return int(text)
+
+
 def register(commands_: argparse._SubParsersAction) -> None:
     parser = commands_.add_parser("serve", help="run the HTTP service (embedded PostgreSQL by default)")
     parser.add_argument("--host", help="address to listen on (KEYLEDGER_HOST, default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (KEYLEDGER_PORT, default 8080)")
+    parser.add_argument("--port", type=_port, help="port to listen on (KEYLEDGER_PORT, default 8080)")
     parser.add_argument(
         "--workers",
         type=_positive,

@@ -4,6 +4,9 @@ line per action."""
 import re
 from urllib.parse import urlsplit
 
+import pytest
+
+from service.cli import build_parser
 from service.cli.serve import DEMO_ACCOUNT, _banner
 from service.config import from_environment
 from service.http.auth import TokenVerifier
@@ -46,3 +49,18 @@ def test_with_configured_secrets_nothing_secret_is_printed():
     assert "export TOKEN" not in banner and "configured" not in banner and "s" * 48 not in banner
     assert "#token=" not in banner and "eyJ" not in banner
     assert "Open the dashboard: http://127.0.0.1:8080/ " in banner
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999", "-1", "abc", "8080x", " 8080", "8_080"])
+def test_serve_refuses_a_port_out_of_range_before_it_starts_anything(port, capsys):
+    with pytest.raises(SystemExit) as refused:
+        build_parser().parse_args(["serve", "--port", port])
+    assert refused.value.code == 2
+    assert (
+        f"argument --port: {port!r} is not a port: a whole number from 1 to 65535" in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("port", ["1", "8080", "65535"])
+def test_serve_takes_a_port_in_range(port):
+    assert build_parser().parse_args(["serve", "--port", port]).port == int(port)
