@@ -25,7 +25,9 @@ from tests.helpers import (
     deactivate,
     expect,
     key_path,
+    list_keys,
     revoke,
+    rotate_key,
     send_usage,
     usage_event,
     wait_until,
@@ -389,3 +391,55 @@ def test_from_after_to_exits_2_saying_which_comes_first(capsys):
         "--from 2026-11-30 is after --to 2026-11-01; give the earlier day as --from"
         in capsys.readouterr().err
     )
+
+
+async def test_the_analyst_sees_expiry_spend_limits_rotations_and_monthly_spend_as_the_api_does(
+    analyst, ledger, client
+):
+    account = ACCOUNT
+    expires = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    limited = await create_key(
+        client, account, "Limited", expires_at=expires.isoformat(), monthly_spend_limit_chf="25.5"
+    )
+    replaced = await expect(
+        await rotate_key(client, account, limited["id"], {"grace_period_seconds": 0}), 201
+    )
+    keys = {key["id"]: key for key in await list_keys(client, account)}
+    rows = {
+        row["key_id"]: row
+        for row in await analyst.fetch("SELECT * FROM analytics.keys WHERE account_id = $1", account)
+    }
+    assert rows.keys() == keys.keys()
+    for key_id, key in keys.items():
+        row = rows[key_id]
+        assert (row["rotated_from"], row["rotated_to"], row["revoked_reason"]) == (
+            key["rotated_from"],
+            key["rotated_to"],
+            key["revoked_reason"],
+        )
+        limit = key["monthly_spend_limit_chf"]
+        assert row["monthly_spend_limit_chf"] == (None if limit is None else Decimal(limit))
+        assert row["expires_at"] == (
+            None if key["expires_at"] is None else datetime.fromisoformat(key["expires_at"])
+        )
+    old, new = rows[limited["id"]], rows[replaced["id"]]
+    assert (old["rotated_to"], old["revoked_reason"], new["rotated_from"]) == (
+        replaced["id"],
+        "rotated",
+        limited["id"],
+    )
+    # a grace period of 0 ends it now, before its own expiry
+    assert old["expires_at"] < expires and old["monthly_spend_limit_chf"] == Decimal("25.500000000")
+    assert new["expires_at"] is None and new["monthly_spend_limit_chf"] == Decimal("25.5")
+
+    month = ledger.today.replace(day=1)
+    monthly = await analyst.fetch(
+        "SELECT key_id, requests, cost_chf FROM analytics.key_usage_monthly WHERE month = $1 ORDER BY key_id",
+        month,
+    )
+    daily = await analyst.fetch(
+        """SELECT key_id, sum(requests)::bigint AS requests, sum(cost_chf) AS cost_chf
+           FROM analytics.key_usage_daily WHERE date_trunc('month', day) = $1 GROUP BY key_id ORDER BY key_id""",
+        month,
+    )
+    assert monthly and [tuple(row) for row in monthly] == [tuple(row) for row in daily]
