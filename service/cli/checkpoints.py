@@ -5,8 +5,8 @@ Without KEYLEDGER_CHECKPOINT_KEY, `keyledger serve` makes a signer key once and 
 folder (SIGNER_FILE, mode 0600); it is written only there and only ever read back from there: what
 is printed, logged or answered is the verifier key. `audit verify --key K --checkpoint C` checks a
 checkpoint's signature; a second `--checkpoint` also checks that the newer log extends the older
-one with the consistency proof `--url` serves; an export FILE is checked for inclusion by
-recomputing the RFC 9162 root of its first N events and comparing it with the checkpoint's.
+one with the consistency proof `--url` serves; an export FILE is checked for the inclusion of its
+events in the checkpoint's tree (service/cli/inclusion.py).
 """
 
 import argparse
@@ -21,6 +21,7 @@ import msgspec
 
 from events import merkle
 from events.note import Checkpoint, NoteError, Signer, Verifier, open_note
+from service.cli import inclusion
 from service.config import ConfigError, Settings, from_environment
 from service.http.app import checkpoint_signer, key_name
 
@@ -76,9 +77,21 @@ def _fetch(url: str, accept_json: bool):
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             body = answer.read()
+    except urllib.error.HTTPError as error:
+        raise SystemExit(
+            f"keyledger audit verify: {url.split('?')[0]} answered {error.code}: {_error_message(error)}"
+        ) from None
     except (urllib.error.URLError, OSError) as error:
         raise SystemExit(f"keyledger audit verify: cannot fetch {url.split('?')[0]}: {error}") from None
     return msgspec.json.decode(body) if accept_json else body.decode()
+
+
+def _error_message(error: urllib.error.HTTPError) -> str:
+    """The message of the service's error envelope, else the HTTP reason."""
+    try:
+        return str(msgspec.json.decode(error.read())["error"]["message"])
+    except (OSError, msgspec.DecodeError, KeyError, TypeError):
+        return str(error.reason)
 
 
 def _checkpoint(source: str, verifier: Verifier, url: str | None) -> Checkpoint:
@@ -94,22 +107,6 @@ def _checkpoint(source: str, verifier: Verifier, url: str | None) -> Checkpoint:
         return Checkpoint.parse(open_note(note, verifier))
     except NoteError as error:
         raise SystemExit(f"keyledger audit verify: BROKEN: {source}: {error}") from None
-
-
-def _export_root(file: str, size: int) -> bytes | None:
-    """The RFC 9162 root of the export's first `size` events; None when it holds fewer."""
-    leaves = []
-    try:
-        with open(file, "rb") as lines:
-            for line in lines:
-                if len(leaves) == size:
-                    break
-                if line.strip():
-                    chain_hash = msgspec.json.decode(line)["hash"]
-                    leaves.append(merkle.leaf_hash(bytes.fromhex(chain_hash) if chain_hash else b""))
-    except (OSError, msgspec.DecodeError, KeyError, TypeError, ValueError) as error:
-        raise SystemExit(f"keyledger audit verify: cannot read the export {file}: {error}") from None
-    return merkle.root(leaves) if len(leaves) == size else None
 
 
 def verify(args: argparse.Namespace) -> int:
@@ -130,13 +127,7 @@ def verify(args: argparse.Namespace) -> int:
     if newer:
         broken += _consistency(old, newer[0], args.url)
     if args.file:
-        root = _export_root(args.file, old.size)
-        if root is None:
-            broken.append(f"the export holds fewer than the checkpoint's {old.size} events")
-        elif root != old.root:
-            broken.append(f"the export's first {old.size} events are not the ones the checkpoint signs")
-        else:
-            print(f"OK: the export's first {old.size} events are the checkpoint's tree")
+        broken += inclusion.check_export(args.file, old, args.url, _fetch)
     for problem in broken:
         print(f"BROKEN: {problem}")
     return 1 if broken else 0
