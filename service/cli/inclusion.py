@@ -141,14 +141,13 @@ def _prove(file: str, signed: Checkpoint, total: int, url: str, fetch: Callable,
             print(f"keyledger audit verify: {seen} of {total} lines checked", file=sys.stderr, flush=True)
         if line.problem:
             continue  # reported by the scan
-        if line.chain_hash is None:
-            unchained += 1
-        elif line.leaf_index is None or line.leaf_index >= signed.size:
+        if line.leaf_index is None or line.leaf_index >= signed.size:
             uncovered += 1
         elif problem := _inclusion_problem(line, signed, url, fetch):
             findings.add(problem)
         else:
             proven += 1
+            unchained += line.chain_hash is None
     print(
         f"OK: {proven} of the export's {total} events are in the checkpoint's tree of {signed.size} (proven)"
     )
@@ -158,7 +157,10 @@ def _prove(file: str, signed: Checkpoint, total: int, url: str, fetch: Callable,
             "or not yet in the tree): check them against a later checkpoint"
         )
     if unchained:
-        print(f"OK: {unchained} older events carry no hash: their content cannot be checked")
+        print(
+            f"OK: {unchained} of them carry no hash (recorded before the hash chain existed): their place "
+            "in the log is proven, their content cannot be"
+        )
 
 
 def _inclusion_problem(line: Line, signed: Checkpoint, url: str, fetch: Callable) -> str | None:

@@ -91,12 +91,17 @@ def wrong_leaf_index(records):
     return "inclusion proof fails"
 
 
+def hash_removed(records):
+    records[1]["hash"] = None  # posing as an event from before the chain, whose content is not hashed
+    return "inclusion proof fails"
+
+
 def no_leaf_index(records):
     records[1]["leaf_index"] = "3"
     return "is no leaf index"
 
 
-@pytest.mark.parametrize("tamper", [changed_data, forged, wrong_leaf_index, no_leaf_index])
+@pytest.mark.parametrize("tamper", [changed_data, forged, wrong_leaf_index, hash_removed, no_leaf_index])
 async def test_a_tampered_line_of_a_filtered_export_is_broken_at_its_position(
     client, signed, tmp_path, monkeypatch, database_url, capsys, tamper
 ):
@@ -184,3 +189,41 @@ async def test_progress_goes_to_stderr_and_the_verdict_to_stdout(
     captured = capsys.readouterr()
     assert captured.err == "keyledger audit verify: 2 of 3 lines checked\n"
     assert all(line.startswith("OK: ") for line in captured.out.splitlines()), captured.out
+
+
+async def test_an_event_from_before_the_chain_is_proven_in_its_place(
+    client, admin, tmp_path, monkeypatch, database_url, capsys
+):
+    await create_key(client, ACCOUNT, "chained")
+    await admin.execute(  # as migration 004 left the events recorded before it: no hash
+        "INSERT INTO events (stream_id, account_id, type, data) VALUES ('test', $1, 'TestRecorded', '{}')",
+        ACCOUNT,
+    )
+    await create_key(client, "acct_else")
+    await tree_covers_log(admin)
+    checkpoint = tmp_path / "checkpoint.txt"
+    await kept_checkpoint(client, checkpoint)
+    path = tmp_path / "account.ndjson"
+    records = await exported(monkeypatch, database_url, path, "--account", ACCOUNT)
+    assert [record["hash"] is None for record in records] == [False, True]
+    records.reverse()  # no longer the log's first events: proven line by line
+    write(path, records)
+    code, said = await verdict(client, monkeypatch, database_url, capsys, checkpoint, path)
+    assert code == 0 and "OK: 2 of the export's 2 events are in the checkpoint's tree of 3" in said, said
+    assert "OK: 1 of them carry no hash" in said
+
+
+async def test_the_service_s_refusal_is_named(client, signed, tmp_path, monkeypatch, database_url, capsys):
+    path = tmp_path / "account.ndjson"
+    await exported(monkeypatch, database_url, path, "--account", ACCOUNT)
+    monkeypatch.setenv("KEYLEDGER_AUDIT_TOKEN", "not-the-token")
+    key, url = client.server.app[SIGNER].verifier.text(), str(client.make_url("")).rstrip("/")
+    capsys.readouterr()
+    argv = ("audit", "verify", str(path), "--key", key, "--checkpoint", str(signed), "--url", url)
+    assert await keyledger(monkeypatch, database_url, *argv) == 2
+    refusal = capsys.readouterr().err.strip()
+    assert (
+        refusal.startswith("keyledger audit verify: ")
+        and "/api/v1/audit/proof/inclusion answered 401" in refusal
+    )
+    assert "not-the-token" not in refusal
