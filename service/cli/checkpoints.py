@@ -6,7 +6,8 @@ folder (SIGNER_FILE, mode 0600); it is written only there and only ever read bac
 is printed, logged or answered is the verifier key. `audit verify --key K --checkpoint C` checks a
 checkpoint's signature; a second `--checkpoint` also checks that the newer log extends the older
 one with the consistency proof `--url` serves; an export FILE is checked for the inclusion of its
-events in the checkpoint's tree (service/cli/inclusion.py).
+events in the checkpoint's tree (service/cli/inclusion.py); `--history` checks a key's history with
+the proofs it carries (service/cli/history.py).
 """
 
 import argparse
@@ -21,7 +22,7 @@ import msgspec
 
 from events import merkle
 from events.note import Checkpoint, NoteError, Signer, Verifier, open_note
-from service.cli import inclusion
+from service.cli import history, inclusion
 from service.config import ConfigError, Settings, from_environment
 from service.http.app import checkpoint_signer, key_name
 
@@ -110,15 +111,21 @@ def _checkpoint(source: str, verifier: Verifier, url: str | None) -> Checkpoint:
 
 
 def verify(args: argparse.Namespace) -> int:
-    """`audit verify --key … --checkpoint …`: 0 when everything holds, 1 when something does not."""
-    if not args.key or not args.checkpoint or args.db or args.digest:
+    """`audit verify --key … --checkpoint …|--history …`: 0 when everything holds, 1 when something
+    does not."""
+    if args.history and (args.checkpoint or args.file or args.db or args.digest):
+        raise SystemExit("keyledger audit verify: --history takes only --key (its checkpoint is in the file)")
+    if not args.key or not (args.checkpoint or args.history) or args.db or args.digest:
         raise SystemExit(
-            "keyledger audit verify: checking checkpoints needs --key and --checkpoint (no --db, --digest)"
+            "keyledger audit verify: checking checkpoints needs --key and --checkpoint or --history "
+            "(no --db, --digest)"
         )
     try:
         verifier = Verifier.parse(_text_of(args.key, "verifier key"))
     except NoteError as error:
         raise SystemExit(f"keyledger audit verify: --key: {error}") from None
+    if args.history:
+        return history.check(args.history, verifier)
     if len(args.checkpoint) > 2:
         raise SystemExit("keyledger audit verify: give one --checkpoint, or two to check their consistency")
     old, *newer = [_checkpoint(source, verifier, args.url) for source in args.checkpoint]
@@ -173,5 +180,9 @@ def register(actions, verify_parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="a signed checkpoint: a file, or `latest` or a tree size fetched from --url; twice: their consistency",
+    )
+    verify_parser.add_argument(
+        "--history",
+        help="a saved answer of a key's events with ?proof=true: its checkpoint and every event's inclusion",
     )
     verify_parser.add_argument("--url", help=f"the service to fetch from (credentials: {TOKEN_VARIABLE})")
