@@ -88,3 +88,13 @@ async def test_another_key_and_a_history_without_proofs_are_refused(
     plain.write_text(json.dumps({"data": []}))
     code, said = await verdict(client, monkeypatch, database_url, capsys, plain)
     assert code == 2 and said.startswith("keyledger audit verify: ") and "?proof=true" in said, said
+
+
+async def test_history_takes_no_checkpoint_or_export(client, saved, monkeypatch, database_url, capsys):
+    _, file = saved
+    key = client.server.app[SIGNER].verifier.text()
+    for extra in (["--checkpoint", "latest"], [str(file)]):
+        capsys.readouterr()
+        argv = ["audit", "verify", "--key", key, "--history", str(file), *extra]
+        assert await keyledger(monkeypatch, database_url, *argv) == 2
+        assert "--history takes only --key" in capsys.readouterr().err
