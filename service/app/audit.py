@@ -1,7 +1,9 @@
 """Audit: export the log with its hash chain, publish a head digest, verify a file or the database.
 
 The commands (`keyledger export`, `keyledger audit digest|verify`) stream page by page, so memory
-stays constant whatever the size of the log.
+stays constant whatever the size of the log. An export record also names the event's leaf in the
+Merkle tree (`leaf_index`, null until the tree writer reaches it), so that each event of a filtered
+export can be proven against a signed checkpoint; the hash chain does not cover it.
 """
 
 from collections.abc import AsyncIterator, Iterable
@@ -12,12 +14,12 @@ import asyncpg
 import msgspec
 
 from events import chain
-from service.store import eventstore
+from service.store import eventstore, tree
 
 PAGE = 5000
 
 
-def _record(row: asyncpg.Record) -> dict:
+def _record(row: asyncpg.Record, leaf_index: int | None) -> dict:
     return {
         "position": row["position"],
         "stream_id": row["stream_id"],
@@ -30,6 +32,7 @@ def _record(row: asyncpg.Record) -> dict:
         "idempotency_key": row["idempotency_key"],
         "prev_hash": (row["prev_hash"] or chain.GENESIS).hex(),
         "hash": row["hash"].hex() if row["hash"] is not None else None,
+        "leaf_index": leaf_index,
     }
 
 
@@ -39,10 +42,14 @@ async def events_page(
     limit: int = PAGE,
     account_id: str | None = None,
     since: datetime | None = None,
+    leaves: bool = True,
 ) -> list[dict]:
-    """Export records (the covered fields, `prev_hash` and `hash`) after a position, in log order."""
+    """Export records (the covered fields, `prev_hash`, `hash` and `leaf_index`) after a position, in
+    log order; without `leaves`, `leaf_index` is null (the chain's verifier does not need it)."""
     rows = await eventstore.read_chained(connection, after, limit, account_id, since)
-    return [_record(row) for row in rows]
+    positions = [row["position"] for row in rows]
+    indexes = await tree.leaf_indexes(connection, positions) if leaves and rows else [None] * len(rows)
+    return [_record(row, leaf) for row, leaf in zip(rows, indexes, strict=True)]
 
 
 async def all_records(connection: asyncpg.Connection, **filters) -> AsyncIterator[dict]:
@@ -126,7 +133,7 @@ def verify_lines(lines: Iterable[bytes], digest: dict | None = None) -> Verdict:
 
 async def verify_database(connection: asyncpg.Connection, digest: dict | None = None) -> Verdict:
     verifier = Verifier(digest)
-    async for record in all_records(connection):
+    async for record in all_records(connection, leaves=False):
         if not verifier.feed(record):
             break
     return verifier.finish()

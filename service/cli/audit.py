@@ -77,7 +77,7 @@ def _read_digest(path: str | None) -> dict | None:
 
 
 def verify(args: argparse.Namespace) -> int:
-    if args.key or args.checkpoint:
+    if args.key or args.checkpoint or args.history:
         return checkpoints.verify(args)
     published = _read_digest(args.digest)
     if args.db:

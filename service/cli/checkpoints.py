@@ -5,8 +5,9 @@ Without KEYLEDGER_CHECKPOINT_KEY, `keyledger serve` makes a signer key once and 
 folder (SIGNER_FILE, mode 0600); it is written only there and only ever read back from there: what
 is printed, logged or answered is the verifier key. `audit verify --key K --checkpoint C` checks a
 checkpoint's signature; a second `--checkpoint` also checks that the newer log extends the older
-one with the consistency proof `--url` serves; an export FILE is checked for inclusion by
-recomputing the RFC 9162 root of its first N events and comparing it with the checkpoint's.
+one with the consistency proof `--url` serves; an export FILE is checked for the inclusion of its
+events in the checkpoint's tree (service/cli/inclusion.py); `--history` checks a key's history with
+the proofs it carries (service/cli/history.py).
 """
 
 import argparse
@@ -21,6 +22,7 @@ import msgspec
 
 from events import merkle
 from events.note import Checkpoint, NoteError, Signer, Verifier, open_note
+from service.cli import history, inclusion
 from service.config import ConfigError, Settings, from_environment
 from service.http.app import checkpoint_signer, key_name
 
@@ -76,9 +78,21 @@ def _fetch(url: str, accept_json: bool):
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             body = answer.read()
+    except urllib.error.HTTPError as error:
+        raise SystemExit(
+            f"keyledger audit verify: {url.split('?')[0]} answered {error.code}: {_error_message(error)}"
+        ) from None
     except (urllib.error.URLError, OSError) as error:
         raise SystemExit(f"keyledger audit verify: cannot fetch {url.split('?')[0]}: {error}") from None
     return msgspec.json.decode(body) if accept_json else body.decode()
+
+
+def _error_message(error: urllib.error.HTTPError) -> str:
+    """The message of the service's error envelope, else the HTTP reason."""
+    try:
+        return str(msgspec.json.decode(error.read())["error"]["message"])
+    except (OSError, msgspec.DecodeError, KeyError, TypeError):
+        return str(error.reason)
 
 
 def _checkpoint(source: str, verifier: Verifier, url: str | None) -> Checkpoint:
@@ -96,32 +110,22 @@ def _checkpoint(source: str, verifier: Verifier, url: str | None) -> Checkpoint:
         raise SystemExit(f"keyledger audit verify: BROKEN: {source}: {error}") from None
 
 
-def _export_root(file: str, size: int) -> bytes | None:
-    """The RFC 9162 root of the export's first `size` events; None when it holds fewer."""
-    leaves = []
-    try:
-        with open(file, "rb") as lines:
-            for line in lines:
-                if len(leaves) == size:
-                    break
-                if line.strip():
-                    chain_hash = msgspec.json.decode(line)["hash"]
-                    leaves.append(merkle.leaf_hash(bytes.fromhex(chain_hash) if chain_hash else b""))
-    except (OSError, msgspec.DecodeError, KeyError, TypeError, ValueError) as error:
-        raise SystemExit(f"keyledger audit verify: cannot read the export {file}: {error}") from None
-    return merkle.root(leaves) if len(leaves) == size else None
-
-
 def verify(args: argparse.Namespace) -> int:
-    """`audit verify --key … --checkpoint …`: 0 when everything holds, 1 when something does not."""
-    if not args.key or not args.checkpoint or args.db or args.digest:
+    """`audit verify --key … --checkpoint …|--history …`: 0 when everything holds, 1 when something
+    does not."""
+    if args.history and (args.checkpoint or args.file or args.db or args.digest):
+        raise SystemExit("keyledger audit verify: --history takes only --key (its checkpoint is in the file)")
+    if not args.key or not (args.checkpoint or args.history) or args.db or args.digest:
         raise SystemExit(
-            "keyledger audit verify: checking checkpoints needs --key and --checkpoint (no --db, --digest)"
+            "keyledger audit verify: checking checkpoints needs --key and --checkpoint or --history "
+            "(no --db, --digest)"
         )
     try:
         verifier = Verifier.parse(_text_of(args.key, "verifier key"))
     except NoteError as error:
         raise SystemExit(f"keyledger audit verify: --key: {error}") from None
+    if args.history:
+        return history.check(args.history, verifier)
     if len(args.checkpoint) > 2:
         raise SystemExit("keyledger audit verify: give one --checkpoint, or two to check their consistency")
     old, *newer = [_checkpoint(source, verifier, args.url) for source in args.checkpoint]
@@ -130,13 +134,7 @@ def verify(args: argparse.Namespace) -> int:
     if newer:
         broken += _consistency(old, newer[0], args.url)
     if args.file:
-        root = _export_root(args.file, old.size)
-        if root is None:
-            broken.append(f"the export holds fewer than the checkpoint's {old.size} events")
-        elif root != old.root:
-            broken.append(f"the export's first {old.size} events are not the ones the checkpoint signs")
-        else:
-            print(f"OK: the export's first {old.size} events are the checkpoint's tree")
+        broken += inclusion.check_export(args.file, old, args.url, _fetch)
     for problem in broken:
         print(f"BROKEN: {problem}")
     return 1 if broken else 0
@@ -182,5 +180,9 @@ def register(actions, verify_parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="a signed checkpoint: a file, or `latest` or a tree size fetched from --url; twice: their consistency",
+    )
+    verify_parser.add_argument(
+        "--history",
+        help="a saved answer of a key's events with ?proof=true: its checkpoint and every event's inclusion",
     )
     verify_parser.add_argument("--url", help=f"the service to fetch from (credentials: {TOKEN_VARIABLE})")

@@ -162,6 +162,13 @@ class AuditEvent(msgspec.Struct):
     idempotency_key: str | None
     prev_hash: Annotated[str, msgspec.Meta(description="hex SHA-256 of the event before (or the genesis)")]
     hash: Annotated[str | None, msgspec.Meta(description="hex SHA-256 chaining this event to prev_hash")]
+    leaf_index: Annotated[
+        Annotated[int, msgspec.Meta(ge=0)] | None,
+        msgspec.Meta(
+            description="the event's 0-based leaf in the log's Merkle tree (not covered by the hash); "
+            "null until the tree writer reaches it",
+        ),
+    ]
 
 
 class AuditPage(msgspec.Struct):

@@ -20,6 +20,7 @@ from tests.helpers import (
     token_for,
     usage_event,
 )
+from tests.integration.test_checkpoints import tree_covers_log
 
 ACCOUNT = "acct_audit"
 
@@ -43,8 +44,9 @@ async def keyledger(monkeypatch, database_url, *argv: str) -> int:
 
 
 @pytest.fixture
-async def export(history, tmp_path, monkeypatch, database_url, capsys):
+async def export(history, admin, tmp_path, monkeypatch, database_url, capsys):
     """The untouched export as a list of records, the file it came from, and the published digest."""
+    await tree_covers_log(admin)  # so every leaf_index is known, in the file as in the API's pages
     path = tmp_path / "log.ndjson"
     assert await keyledger(monkeypatch, database_url, "export", "-o", str(path)) == 0
     capsys.readouterr()
@@ -210,6 +212,7 @@ async def test_the_audit_api_pages_the_same_log(export, client):
         paged += page["data"]
         after = page["next_after"]
     assert paged == records
+    assert [record["leaf_index"] for record in records] == list(range(len(records)))  # no gap in this log
     auditor = {"Authorization": f"Bearer {token_for('acct_x', roles=['auditor'])}"}
     assert (await expect(await client.get("/api/v1/audit/events?limit=1", headers=auditor)))[
         "data"
