@@ -37,6 +37,8 @@ class Line:
     chain_hash: bytes | None  # None: an event from before the chain (migration 004), leaf SHA-256(0x00)
     leaf_index: int | None  # -1 when the line's leaf_index is no leaf index (then problem says so)
     problem: str | None  # why the line is broken on its own
+    names_leaf: bool = True  # False for a line written before exports carried leaf_index
+    prev_hash: bytes | None = None
 
 
 @dataclass
@@ -69,6 +71,7 @@ def _line(file: str, number: int, record: dict) -> Line:
     try:
         position, text = record["position"], record["hash"]
         chain_hash = None if text is None else bytes.fromhex(text)
+        prev_hash = None if text is None else bytes.fromhex(record["prev_hash"])
         broken = chain.ChainChecker().check(record) if chain_hash is not None else None
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise SystemExit(
@@ -78,7 +81,8 @@ def _line(file: str, number: int, record: dict) -> Line:
     leaf = record.get("leaf_index")
     if leaf is not None and (type(leaf) is not int or leaf < 0):
         return Line(position, chain_hash, -1, f"position {position}: leaf_index {leaf!r} is no leaf index")
-    return Line(position, chain_hash, leaf, broken.problem if broken else None)
+    problem = broken.problem if broken else None
+    return Line(position, chain_hash, leaf, problem, "leaf_index" in record, prev_hash)
 
 
 def _lines(file: str) -> Iterator[Line]:
@@ -94,18 +98,23 @@ def _leaf(line: Line) -> bytes:
 class Scan:
     lines: int = 0
     prefix_root: bytes | None = None  # the root of the first N lines, when they are the log's first N
+    unnamed: int = 0  # lines without a leaf_index field (written before exports carried it)
 
 
 def _scan(file: str, size: int, findings: Findings) -> Scan:
     """Check every line's own hash; the root of the first `size` lines if they claim to be leaves
-    0, 1, 2, … (or claim nothing)."""
-    scan, frontier, prefix = Scan(), merkle.Frontier(), True
+    0, 1, 2, … (or null: not in the tree when exported). Lines of an export made before leaf_index
+    claim nothing: they count as the log's first only while each links to the one before it."""
+    scan, frontier, prefix, last_hash = Scan(), merkle.Frontier(), True, chain.GENESIS
     for line in _lines(file):
         scan.lines += 1
+        scan.unnamed += not line.names_leaf
         if line.problem:
             findings.add(line.problem)
         if prefix and frontier.size < size:
-            prefix = line.leaf_index in (None, frontier.size)
+            linked = line.chain_hash is None or line.prev_hash == last_hash
+            prefix = line.leaf_index in (None, frontier.size) and (line.names_leaf or linked)
+            last_hash = line.chain_hash or last_hash
             frontier.append(_leaf(line), _NOTHING_KEPT, [])
     if prefix and frontier.size == size:
         scan.prefix_root = frontier.root()
@@ -124,6 +133,13 @@ def check_export(file: str, signed: Checkpoint, url: str | None, fetch: Callable
         if scan.lines > size:
             print(f"OK: {scan.lines - size} later events are newer than the checkpoint: not covered")
         return findings.problems()
+    if scan.lines and scan.unnamed == scan.lines:
+        raise SystemExit(
+            f"keyledger audit verify: {file} names no event's leaf_index (it was written before exports "
+            f"did) and is not the log's first {size} events, linked by their hashes: a filtered export, "
+            "or one whose chain `keyledger audit verify FILE` finds broken. Export it again with keyledger "
+            "export (or GET /api/v1/audit/events), and its events are checked with their inclusion proofs"
+        )
     if not url:
         raise SystemExit(
             f"keyledger audit verify: {file} is not the log's first {size} events (a filtered export, "

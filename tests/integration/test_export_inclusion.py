@@ -149,6 +149,20 @@ async def test_a_filtered_export_without_url_is_refused_with_what_to_do(
     )
 
 
+async def test_a_filtered_export_from_before_leaf_indexes_is_told_to_be_exported_again(
+    client, signed, tmp_path, monkeypatch, database_url, capsys
+):
+    path = tmp_path / "account.ndjson"
+    records = await exported(monkeypatch, database_url, path, "--account", ACCOUNT)
+    write(path, [{k: v for k, v in record.items() if k != "leaf_index"} for record in records])
+    for url in (False, True):  # nothing to prove with: refused, with or without --url
+        code, said = await verdict(client, monkeypatch, database_url, capsys, signed, path, url=url)
+        refusal = said.splitlines()[-1]
+        verdicts = [line for line in said.splitlines() if line.startswith(("OK", "BROKEN"))]
+        assert code == 2 and verdicts == [verdicts[0]] and "checkpoint of" in verdicts[0], said
+        assert "names no event's leaf_index" in refusal and "Export it again" in refusal, refusal
+
+
 async def test_a_full_export_still_verifies_offline(
     client, admin, signed, tmp_path, monkeypatch, database_url, capsys
 ):
