@@ -7,48 +7,18 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import date
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
-
 from projections import replay as replaying
 from projections.shadow import SHADOW, TableDifference
 from service.cli.database import open_database
 
 
-class EventRate(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        rate = f"{task.speed:,.0f}" if task.speed else "…"
-        return Text(f"{rate} events/s", style="progress.data.speed")
-
-
-def _progress_bar(quiet: bool) -> Progress:
-    """On standard error, and only on a terminal: piped output and tests stay clean."""
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("replaying the log"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        EventRate(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=quiet or not console.is_terminal,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
+    # Imported here: rich costs every keyledger process 2 MB, and only replay draws with it.
+    from service.cli.replay_progress import progress_bar
 
     with ExitStack() as stack:
         url = open_database(stack)
-        with _progress_bar(args.quiet) as bar:
+        with progress_bar(args.quiet) as bar:
             task = bar.add_task("replay", total=None)
             try:
                 outcome = asyncio.run(

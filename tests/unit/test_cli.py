@@ -2,6 +2,8 @@
 line per action."""
 
 import re
+import subprocess
+import sys
 from urllib.parse import urlsplit
 
 import pytest
@@ -64,3 +66,15 @@ def test_serve_refuses_a_port_out_of_range_before_it_starts_anything(port, capsy
 @pytest.mark.parametrize("port", ["1", "8080", "65535"])
 def test_serve_takes_a_port_in_range(port):
     assert build_parser().parse_args(["serve", "--port", port]).port == int(port)
+
+
+def test_the_command_line_loads_rich_only_for_replay():
+    """rich costs every process 2 MB (bench/memory.py measures a serving process): only replay's
+    progress bar imports it."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, service.cli.serve; print('rich' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "False"
