@@ -51,9 +51,10 @@ class TreeWriter:
         interval: float = 10.0,
         batch_size: int = 50_000,
         idle_poll: float = 0.5,
+        gather: float = 0.1,
     ):
         self._signer, self._origin, self._interval = signer, origin, interval
-        self._batch_size, self._idle_poll = batch_size, idle_poll
+        self._batch_size, self._idle_poll, self._gather = batch_size, idle_poll, gather
         self._leadership = Leadership(TREE_LOCK, [USAGE_CHANNEL, LIFECYCLE_CHANNEL])
 
     @property
@@ -83,6 +84,10 @@ class TreeWriter:
                     signed_size, signed_at = size, loop.time()
             if added == self._batch_size:
                 return 0
+            if added:
+                # Appends commit one at a time, each with a notification: gathering those of the next
+                # moment into one batch costs the tree `gather` seconds and saves a transaction each.
+                await asyncio.sleep(self._gather)
             if size != signed_size:  # a checkpoint is due: wake when it is, not up to a poll later
                 return min(self._idle_poll, max(0.0, signed_at + self._interval - loop.time()))
             return self._idle_poll
