@@ -11,7 +11,6 @@ the proofs it carries (service/cli/history.py).
 """
 
 import argparse
-import base64
 import binascii
 import os
 import urllib.error
@@ -155,7 +154,7 @@ def _consistency(old: Checkpoint, new: Checkpoint, url: str | None) -> list[str]
     query = f"first={old.size}&second={new.size}"
     answer = _fetch(f"{url.rstrip('/')}/api/v1/audit/proof/consistency?{query}", accept_json=True)
     try:
-        hashes = [base64.b64decode(text, validate=True) for text in answer["hashes"]]
+        hashes = inclusion.proof_hashes(answer["hashes"])
     except (KeyError, TypeError, binascii.Error):
         return [f"the service answered no consistency proof: {str(answer)[:200]}"]
     if not merkle.verify_consistency(old.size, new.size, hashes, old.root, new.root):

@@ -9,7 +9,6 @@ leaf `leaf_index` of the signed log; the answer shows only the key's public fiel
 shows are tied to that hash only by an auditor's export of the same position (docs/audit.md).
 """
 
-import base64
 import binascii
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import msgspec
 
 from events import merkle
 from events.note import Checkpoint, NoteError, Verifier, open_note
+from service.cli.inclusion import proof_hashes
 
 
 class _Proof(msgspec.Struct):
@@ -56,7 +56,7 @@ def _problem(event: _Event, signed: Checkpoint) -> str | None:
         )
     try:
         leaf = merkle.leaf_hash(bytes.fromhex(event.hash))
-        path = [base64.b64decode(text, validate=True) for text in event.inclusion_proof.hashes]
+        path = proof_hashes(event.inclusion_proof.hashes)
     except (ValueError, binascii.Error) as error:
         return f"{where}: its hash or proof is not hex and base64 ({error})"
     if not 0 <= event.leaf_index < signed.size or not merkle.verify_inclusion(

@@ -90,6 +90,11 @@ def _lines(file: str) -> Iterator[Line]:
         yield _line(file, number, record)
 
 
+def proof_hashes(texts: list[str]) -> list[bytes]:
+    """A proof's hashes as the service answers them (base64); binascii.Error if one is not."""
+    return [base64.b64decode(text, validate=True) for text in texts]
+
+
 def _leaf(line: Line) -> bytes:
     return merkle.leaf_hash(line.chain_hash or b"")
 
@@ -185,7 +190,7 @@ def _inclusion_problem(line: Line, signed: Checkpoint, url: str, fetch: Callable
         f"{url}/api/v1/audit/proof/inclusion?leaf_index={index}&tree_size={size}", accept_json=True
     )
     try:
-        hashes = [base64.b64decode(text, validate=True) for text in answer["hashes"]]
+        hashes = proof_hashes(answer["hashes"])
     except (KeyError, TypeError, binascii.Error):
         return f"position {line.position}: the service answered no inclusion proof: {str(answer)[:200]}"
     if merkle.verify_inclusion(_leaf(line), index, size, hashes, signed.root):
