@@ -104,17 +104,28 @@ class Cluster:
     def _processes(self) -> list[psutil.Process]:
         """The postmaster first, then its children (backends, checkpointer, WAL writer, …)."""
         postmaster = self._postmaster()
-        return [postmaster, *postmaster.children(recursive=True)] if postmaster else []
+        try:
+            return [postmaster, *postmaster.children(recursive=True)] if postmaster else []
+        except psutil.NoSuchProcess:
+            return []
 
     def freeze(self) -> None:
         """SIGSTOP every server process: connections stay open, nothing answers (a hung database).
         The postmaster first, so that it forks no backend that would escape."""
-        for process in self._processes():
-            process.send_signal(signal.SIGSTOP)
+        self._signal(self._processes(), signal.SIGSTOP)
 
     def thaw(self) -> None:
-        for process in reversed(self._processes()):
-            process.send_signal(signal.SIGCONT)
+        self._signal(reversed(self._processes()), signal.SIGCONT)
+
+    @staticmethod
+    def _signal(processes, signal_number: int) -> None:
+        # A backend whose session just ended is gone between the listing and the signal: that is
+        # not an error, there is nothing left of it to stop or continue.
+        for process in processes:
+            try:
+                process.send_signal(signal_number)
+            except psutil.NoSuchProcess:
+                pass
 
     def ensure_running(self) -> None:
         """After a test that failed halfway: a frozen or stopped server answers again."""
